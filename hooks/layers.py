@@ -1,0 +1,153 @@
+"""Find the decoder blocks of any causal LM and turn user layer specs into indices.
+
+Layer index ``L`` is the output of decoder block ``L`` (0-based), which is Hugging Face
+``hidden_states[L + 1]`` and TransformerLens ``blocks.L.hook_resid_post``.
+"""
+from __future__ import annotations
+
+import re
+from typing import Iterable, Sequence, Union
+
+from torch import nn
+
+from .errors import LayerError
+
+LayerSpec = Union[int, str]
+
+# Attribute paths (relative to the model, after unwrapping PEFT) that hold the block list.
+# One general search covers Llama, Mistral, Qwen2/3, Gemma 2/3, Phi-3 (model.layers),
+# GPT-2 (transformer.h) and GPT-NeoX (gpt_neox.layers) without per-model files.
+_BLOCK_LIST_NAMES = ("layers", "h", "blocks", "block", "decoder_layers")
+
+_TL_NAME = re.compile(r"^blocks\.(-?\d+)\.hook_resid_post$")
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """Strip PEFT / DDP wrappers and return the underlying Hugging Face model.
+
+    Example:
+        >>> from hooks.testing import tiny_model
+        >>> unwrap(tiny_model("llama")).__class__.__name__
+        'LlamaForCausalLM'
+    """
+    seen = 0
+    while seen < 8:
+        seen += 1
+        if hasattr(model, "get_base_model") and callable(model.get_base_model):
+            model = model.get_base_model()
+        elif hasattr(model, "module") and isinstance(getattr(model, "module"), nn.Module):
+            model = model.module
+        else:
+            break
+    return model
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The ordered list of decoder blocks of ``model`` (PEFT-wrapped or not).
+
+    The rule: the longest ``nn.ModuleList`` whose attribute name is one of the usual block-list
+    names and whose length equals ``config.num_hidden_layers`` (or ``n_layer``) when the config
+    says it. Raises ``LayerError`` when nothing fits.
+
+    Example:
+        >>> from hooks.testing import tiny_model
+        >>> len(decoder_layers(tiny_model("gpt2")))
+        2
+    """
+    base = unwrap(model)
+    config = getattr(base, "config", None)
+    text_config = config.get_text_config() if config is not None and hasattr(config, "get_text_config") else config
+    expected = None
+    for key in ("num_hidden_layers", "n_layer", "num_layers"):
+        if text_config is not None and getattr(text_config, key, None):
+            expected = int(getattr(text_config, key))
+            break
+    best: nn.ModuleList | None = None
+    for name, module in base.named_modules():
+        if not isinstance(module, nn.ModuleList) or len(module) == 0:
+            continue
+        leaf = name.rsplit(".", 1)[-1]
+        if leaf not in _BLOCK_LIST_NAMES:
+            continue
+        if expected is not None and len(module) != expected:
+            continue
+        if best is None or len(module) > len(best):
+            best = module
+    if best is None:
+        raise LayerError(
+            f"could not find the decoder blocks of {type(base).__name__}: no ModuleList named "
+            f"{'/'.join(_BLOCK_LIST_NAMES)} with {expected} entries; pass a supported causal LM"
+        )
+    return best
+
+
+def n_layers(model: nn.Module) -> int:
+    """Number of decoder blocks.
+
+    Example:
+        >>> from hooks.testing import tiny_model
+        >>> n_layers(tiny_model("qwen3"))
+        2
+    """
+    return len(decoder_layers(model))
+
+
+def resolve_layer(spec: LayerSpec, num_layers: int) -> int:
+    """One layer spec to a 0-based block index.
+
+    Accepts an int (negative counts from the end), a numeric string, a percent of depth
+    (``"50%"`` -> ``int(num_layers * 50 / 100)``) or a TransformerLens name
+    (``"blocks.12.hook_resid_post"``).
+
+    Example:
+        >>> resolve_layer("50%", 30), resolve_layer(-1, 30), resolve_layer("blocks.3.hook_resid_post", 30)
+        (15, 29, 3)
+    """
+    raw = spec
+    if isinstance(spec, str):
+        s = spec.strip()
+        m = _TL_NAME.match(s)
+        if m:
+            idx = int(m.group(1))
+        elif s.endswith("%"):
+            try:
+                pct = float(s[:-1])
+            except ValueError:
+                raise LayerError(f"bad layer percent {raw!r}: write e.g. '50%'") from None
+            if not 0 <= pct < 100:
+                raise LayerError(f"layer percent {raw!r} is outside [0%, 100%): use e.g. '25%,50%,75%'")
+            idx = int(num_layers * pct / 100)
+        else:
+            try:
+                idx = int(s)
+            except ValueError:
+                raise LayerError(
+                    f"bad layer {raw!r}: use an index (12, -1), a percent ('50%') or 'blocks.12.hook_resid_post'"
+                ) from None
+    elif isinstance(spec, bool) or not isinstance(spec, int):
+        raise LayerError(f"bad layer {raw!r}: use an int, a percent string or a TransformerLens name")
+    else:
+        idx = spec
+    if idx < 0:
+        idx += num_layers
+    if not 0 <= idx < num_layers:
+        raise LayerError(f"layer {raw!r} is out of range: the model has {num_layers} layers (0..{num_layers - 1})")
+    return idx
+
+
+def resolve_layers(specs: Union[LayerSpec, Iterable[LayerSpec]], num_layers: int) -> list[int]:
+    """Several layer specs (a list, or a comma-separated string) to sorted unique indices.
+
+    Example:
+        >>> resolve_layers("25%,50%,75%", 30)
+        [7, 15, 22]
+    """
+    if isinstance(specs, str):
+        items: Sequence[LayerSpec] = [p for p in specs.split(",") if p.strip()]
+    elif isinstance(specs, int):
+        items = [specs]
+    else:
+        items = list(specs)
+    if not items:
+        raise LayerError("no layers given: pass e.g. --layers 25%,50%,75%")
+    return sorted({resolve_layer(s, num_layers) for s in items})
