@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import importlib.util
 import json
 import logging
@@ -61,8 +62,6 @@ def embedded_gguf_path(name: str) -> Path:
         path = folder / filename
     else:  # the gemma package assembles its GGUF from chunk packages
         try:
-            import importlib
-
             path = Path(importlib.import_module(package).assemble())
         except Exception as e:  # noqa: BLE001 - any failure there means "reinstall"
             raise ModelLoadError(f"could not assemble the embedded model {name!r} ({e}): run `{pip_cmd}`") from None
@@ -146,6 +145,99 @@ def _is_gguf(path: Path) -> bool:
     return path.suffix.lower() == ".gguf" and path.is_file()
 
 
+# ---------------------------------------------------------------------------------------------
+# Fast-loading cache of dequantized GGUF models
+#
+# Reading a GGUF file (its tokenizer vocabulary and its quantized tensors) takes ~20 s on a
+# 2-core CPU; the same model saved as fp32 safetensors loads in well under a second. The first
+# load of a GGUF model therefore saves the dequantized weights and the tokenizer with
+# ``save_pretrained`` into a cache folder, written atomically (tmp folder + rename), and later
+# loads read that folder. The weights are bitwise identical (tests/test_models_cache.py).
+
+CACHE_MARKER = "ao-cache.json"
+
+
+def model_cache_root() -> Optional[Path]:
+    """Folder of the model cache: ``$AO_CACHE_DIR``, else ``~/.cache/activation-oracles``;
+    ``None`` when ``AO_MODEL_CACHE=0`` switches the cache off.
+
+    Example:
+        >>> model_cache_root() is None or model_cache_root().is_absolute()
+        True
+    """
+    if os.environ.get("AO_MODEL_CACHE", "1").strip().lower() in ("0", "false", "no", "off"):
+        return None
+    root = os.environ.get("AO_CACHE_DIR") or os.path.join("~", ".cache", "activation-oracles")
+    return Path(os.path.expanduser(root)).resolve()
+
+
+def gguf_cache_dir(gguf: Path, name: Optional[str] = None) -> Optional[Path]:
+    """Cache folder of a GGUF file: ``<root>/<name>-<hash of the file name, size and transformers version>``.
+
+    Example:
+        >>> d = gguf_cache_dir(embedded_gguf_path("smollm2-135m"), "smollm2-135m")
+        >>> d is None or d.name.startswith("smollm2-135m-")
+        True
+    """
+    root = model_cache_root()
+    if root is None:
+        return None
+    import transformers
+
+    key = f"{gguf.name}:{gguf.stat().st_size}:transformers-{transformers.__version__}"
+    label = name or gguf.stem
+    return root / f"{label}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+
+def _cache_complete(folder: Optional[Path]) -> bool:
+    return folder is not None and (folder / CACHE_MARKER).is_file() and (folder / "config.json").is_file()
+
+
+def _write_gguf_cache(folder: Path, model: nn.Module, tokenizer, gguf: Path) -> None:
+    """Save a freshly dequantized model + tokenizer into ``folder`` (tmp folder, then an atomic rename).
+
+    Best effort: a failure (read-only disk, full disk, a concurrent writer) is logged and ignored.
+    """
+    import shutil
+    import tempfile
+
+    import transformers
+
+    tmp = None
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}-", dir=folder.parent))
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / CACHE_MARKER).write_text(json.dumps(
+            {"gguf": gguf.name, "size": gguf.stat().st_size, "transformers": transformers.__version__}, indent=1) + "\n")
+        try:
+            os.rename(tmp, folder)  # atomic; fails if another process finished first
+            tmp = None
+        except OSError:
+            if not _cache_complete(folder):
+                raise
+        log.info("cached the dequantized model %s in %s", gguf.name, folder)
+    except Exception as e:  # noqa: BLE001 - the cache is an optimisation, never an error
+        log.warning("could not cache the dequantized model in %s (%s); it loads from the GGUF file next time", folder, e)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _dequantized(model: nn.Module) -> nn.Module:
+    """Drop the GGUF quantizer marker: after loading, a GGUF model is a plain float model
+    (so it saves, trains and reports itself exactly like the cached copy)."""
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer = None
+    for attr in ("is_quantized", "quantization_method"):
+        if attr in getattr(model, "__dict__", {}):
+            delattr(model, attr)
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    return model
+
+
 def load_model(
     spec: str = DEFAULT_MODEL,
     adapter: Optional[Union[str, Path]] = None,
@@ -157,7 +249,8 @@ def load_model(
 
     ``spec``: ``"smollm2-135m"`` / ``"gemma3-270m"`` (embedded, offline), a ``.gguf`` path, a local
     folder, or a Hugging Face id. ``device="auto"`` spreads a model too big for one GPU with
-    ``device_map="auto"``.
+    ``device_map="auto"``. A GGUF model is dequantized once and cached as safetensors
+    (``$AO_CACHE_DIR``, default ``~/.cache/activation-oracles``; ``AO_MODEL_CACHE=0`` disables it).
 
     Example:
         >>> lm = load_model("smollm2-135m")            # doctest: +SKIP
@@ -167,35 +260,54 @@ def load_model(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch_dtype = parse_dtype(dtype)
+    if adapter is not None:
+        check_adapter_folder(adapter)  # fail before the (slow) model load
     kwargs: dict = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
     if device == "auto":
         kwargs["device_map"] = "auto"
     path = Path(os.path.expanduser(str(spec)))
+    gguf: Optional[Path] = None
     if spec in EMBEDDED:
         gguf = embedded_gguf_path(spec)
-        source, kwargs["gguf_file"] = str(gguf.parent), gguf.name
     elif _is_gguf(path):
-        source, kwargs["gguf_file"] = str(path.parent), path.name
+        gguf = path
     elif path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelLoadError(f"{path} has no config.json: point --model at a Hugging Face model folder")
-        source = str(path)
     elif path.suffix.lower() == ".gguf" or str(spec).startswith((".", "/", "~")):
         raise ModelLoadError(f"no model at {path}: check the path, or use smollm2-135m (embedded)")
-    else:
-        source = str(spec)
-    tok_kwargs = {k: v for k, v in kwargs.items() if k in ("gguf_file", "trust_remote_code")}
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **tok_kwargs)
-        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-    except (OSError, ValueError, KeyError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelLoadError(
-            f"unknown model {spec!r} ({first[:200]}): use smollm2-135m, gemma3-270m, a local folder, "
-            f"a .gguf path, or a Hugging Face id reachable from this machine"
-        ) from None
-    if "gguf_file" in kwargs and torch_dtype != torch.float32:
-        model = model.to(torch_dtype)  # GGUF dequantizes to fp32 first
+    cache = gguf_cache_dir(gguf, spec if spec in EMBEDDED else None) if gguf is not None else None
+    model = tokenizer = None
+    if gguf is not None and _cache_complete(cache):
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(cache))
+            model = AutoModelForCausalLM.from_pretrained(str(cache), **kwargs)
+        except Exception as e:  # noqa: BLE001 - a damaged cache: fall back to the GGUF file
+            log.warning("the model cache %s is unreadable (%s): loading %s instead", cache, e, gguf)
+            model = tokenizer = None
+    if model is None:
+        if gguf is not None:
+            source = str(gguf.parent)
+            kwargs["gguf_file"] = gguf.name
+            kwargs["dtype"] = torch.float32  # GGUF dequantizes to fp32; converted below
+        else:
+            source = str(path) if path.is_dir() else str(spec)
+        tok_kwargs = {k: v for k, v in kwargs.items() if k in ("gguf_file", "trust_remote_code")}
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source, **tok_kwargs)
+            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        except (OSError, ValueError, KeyError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelLoadError(
+                f"unknown model {spec!r} ({first[:200]}): use smollm2-135m, gemma3-270m, a local folder, "
+                f"a .gguf path, or a Hugging Face id reachable from this machine"
+            ) from None
+        if gguf is not None:
+            model = _dequantized(model)
+            if cache is not None and device != "auto":
+                _write_gguf_cache(cache, model, tokenizer, gguf)
+            if torch_dtype != torch.float32:
+                model = model.to(torch_dtype)
     if device not in ("cpu", "auto"):
         model = model.to(device)
     model.eval()

@@ -17,7 +17,7 @@ def tiny_config(family: str, n_layers: int = 2, d_model: int = 64, vocab: int = 
     common = dict(vocab_size=vocab, hidden_size=d_model, intermediate_size=2 * d_model, num_hidden_layers=n_layers,
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, pad_token_id=0)
     if family == "gpt2":
-        return AutoConfig.for_model("gpt2", vocab_size=vocab, n_embd=d_model, n_layer=n_layers, n_head=4, n_positions=256)
+        return AutoConfig.for_model("gpt2", bos_token_id=1, eos_token_id=2, vocab_size=vocab, n_embd=d_model, n_layer=n_layers, n_head=4, n_positions=256)
     if family == "gpt_neox":
         return AutoConfig.for_model("gpt_neox", vocab_size=vocab, hidden_size=d_model, intermediate_size=2 * d_model,
                                     num_hidden_layers=n_layers, num_attention_heads=4, max_position_embeddings=256)
@@ -26,6 +26,8 @@ def tiny_config(family: str, n_layers: int = 2, d_model: int = 64, vocab: int = 
         return AutoConfig.for_model(model_type, head_dim=16, **common)
     if family == "qwen3":
         return AutoConfig.for_model("qwen3", head_dim=16, **common)
+    if family == "phi3":
+        return AutoConfig.for_model(family, bos_token_id=1, eos_token_id=2, **common)
     return AutoConfig.for_model(family, **common)
 
 
@@ -55,7 +57,8 @@ class ByteTokenizer:
         return bytes(max(0, int(i) - 3) for i in ids if int(i) >= 3).decode(errors="replace")
 
     def __call__(self, texts, add_special_tokens: bool = True, **_):
-        texts = [texts] if isinstance(texts, str) else texts
+        if isinstance(texts, str):
+            return {"input_ids": self.encode(texts)}
         return {"input_ids": [self.encode(t) for t in texts]}
 
 

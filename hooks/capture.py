@@ -1,0 +1,310 @@
+"""Capture residual-stream activations: batched forwards with hooks on decoder-block outputs.
+
+The forward stops right after the deepest requested block (the LM head is never computed).
+Documents are sorted by length into batches so padding stays small, position ids are passed
+explicitly so left and right padding give the same result, and only real tokens are kept.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional, Sequence
+
+import torch
+from torch import nn
+
+from .errors import InputError
+from .layers import decoder_layers
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("torch", "nnsight", "transformer_lens")
+
+
+class _StopForward(Exception):
+    """Raised from the deepest hook to end the forward early."""
+
+
+def block_output(output):
+    """The hidden-state tensor of a decoder block's output (a tensor or a tuple starting with one)."""
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+def position_ids_from_mask(mask_BL: torch.Tensor) -> torch.Tensor:
+    """Positions counted over real tokens only, so left and right padding agree.
+
+    Example:
+        >>> position_ids_from_mask(torch.tensor([[0, 1, 1], [1, 1, 0]])).tolist()
+        [[0, 0, 1], [0, 1, 1]]
+    """
+    return (mask_BL.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def pad_batch(
+    seqs: Sequence[Sequence[int]], pad_id: int, side: str = "right", device: Optional[torch.device] = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad token-id lists into ``tokens_BL`` and ``mask_BL``.
+
+    Example:
+        >>> t, m = pad_batch([[5, 6, 7], [8]], pad_id=0, side="left")
+        >>> t.tolist(), m.tolist()
+        ([[5, 6, 7], [0, 0, 8]], [[1, 1, 1], [0, 0, 1]])
+    """
+    if side not in ("left", "right"):
+        raise InputError(f"padding side must be 'left' or 'right', not {side!r}")
+    width = max(len(s) for s in seqs)
+    tokens_BL = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask_BL = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if side == "right":
+            tokens_BL[i, : len(s)] = torch.as_tensor(list(s))
+            mask_BL[i, : len(s)] = 1
+        else:
+            tokens_BL[i, width - len(s):] = torch.as_tensor(list(s))
+            mask_BL[i, width - len(s):] = 1
+    if device is not None:
+        tokens_BL, mask_BL = tokens_BL.to(device), mask_BL.to(device)
+    return tokens_BL, mask_BL
+
+
+def _forward_torch(model: nn.Module, tokens_BL, mask_BL, layers: Sequence[int]) -> dict[int, torch.Tensor]:
+    blocks = decoder_layers(model)
+    deepest = max(layers)
+    acts: dict[int, torch.Tensor] = {}
+    handles = []
+
+    def make_hook(idx: int) -> Callable:
+        def hook(_module, _inputs, output):
+            acts[idx] = block_output(output).detach()
+            if idx == deepest:
+                raise _StopForward
+
+        return hook
+
+    for idx in set(layers):
+        handles.append(blocks[idx].register_forward_hook(make_hook(idx)))
+    try:
+        model(input_ids=tokens_BL, attention_mask=mask_BL, position_ids=position_ids_from_mask(mask_BL),
+              use_cache=False)
+    except _StopForward:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    return acts
+
+
+def _forward_nnsight(model: nn.Module, tokens_BL, mask_BL, layers: Sequence[int]) -> dict[int, torch.Tensor]:
+    from nnsight import NNsight
+
+    wrapped = NNsight(model)
+    blocks = decoder_layers(model)
+    path = _module_path(model, blocks)
+    deepest = max(layers)
+    saved = {}
+    with wrapped.trace(input_ids=tokens_BL, attention_mask=mask_BL, position_ids=position_ids_from_mask(mask_BL),
+                       use_cache=False) as tracer:
+        envoy_blocks = _get_envoy(wrapped, path)
+        for idx in sorted(set(layers)):
+            out = envoy_blocks[idx].output
+            saved[idx] = (out[0] if _returns_tuple(blocks[idx]) else out).save()
+        # nothing below the deepest block is needed: end the forward there
+        envoy_blocks[deepest].output
+        tracer.stop()
+    return {idx: v.detach() for idx, v in saved.items()}
+
+
+def _returns_tuple(block: nn.Module) -> bool:
+    return getattr(block, "_ao_returns_tuple", False)
+
+
+def _module_path(model: nn.Module, target: nn.Module) -> str:
+    for name, module in model.named_modules():
+        if module is target:
+            return name
+    raise InputError("decoder blocks not found inside the model")
+
+
+def _get_envoy(wrapped, path: str):
+    obj = wrapped
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _forward_transformer_lens(model: nn.Module, tokens_BL, mask_BL, layers: Sequence[int], tokenizer=None):
+    bridge = _bridge_for(model, tokenizer)
+    names = [f"blocks.{idx}.hook_resid_post" for idx in sorted(set(layers))]
+    _, cache = bridge.run_with_cache(
+        tokens_BL, attention_mask=mask_BL, position_ids=position_ids_from_mask(mask_BL),
+        names_filter=lambda name: name in names, stop_at_layer=max(layers) + 1,
+    )
+    return {idx: cache[f"blocks.{idx}.hook_resid_post"].detach() for idx in sorted(set(layers))}
+
+
+_BRIDGES: dict[int, object] = {}
+
+
+def _bridge_for(model: nn.Module, tokenizer):
+    from transformer_lens.model_bridge import TransformerBridge
+
+    key = id(model)
+    if key not in _BRIDGES:
+        name = getattr(model.config, "_name_or_path", "") or type(model).__name__
+        _BRIDGES[key] = TransformerBridge.boot_transformers(name, hf_model=model, tokenizer=tokenizer)
+    return _BRIDGES[key]
+
+
+@torch.inference_mode()
+def capture_batch(
+    model: nn.Module,
+    tokens_BL: torch.Tensor,
+    mask_BL: torch.Tensor,
+    layers: Sequence[int],
+    backend: str = "torch",
+    tokenizer=None,
+) -> dict[int, torch.Tensor]:
+    """Residual stream after each block in ``layers`` for one padded batch: ``{L: acts_BLD}``.
+
+    Padding rows are included (mask them out with ``mask_BL``). ``backend`` is ``"torch"`` (plain
+    forward hooks, default), ``"nnsight"`` or ``"transformer_lens"`` (TransformerBridge); all
+    three return the same numbers.
+
+    Example:
+        >>> from hooks.testing import tiny_model
+        >>> t, m = pad_batch([[5, 6, 7], [8, 9]], pad_id=0)
+        >>> acts = capture_batch(tiny_model("llama"), t, m, layers=[0, 1])
+        >>> sorted(acts), tuple(acts[1].shape)
+        ([0, 1], (2, 3, 64))
+    """
+    if backend not in BACKENDS:
+        raise InputError(f"unknown capture backend {backend!r}: use one of {', '.join(BACKENDS)}")
+    if not layers:
+        raise InputError("no layers to capture")
+    if backend == "torch":
+        return _forward_torch(model, tokens_BL, mask_BL, layers)
+    if backend == "nnsight":
+        return _forward_nnsight(model, tokens_BL, mask_BL, layers)
+    return _forward_transformer_lens(model, tokens_BL, mask_BL, layers, tokenizer)
+
+
+# ---------------------------------------------------------------------------------------------
+# Position selection
+
+
+_POS_RE = re.compile(r"^(all|last(?::(\d+))?|slice:(-?\d*):(-?\d*))$")
+
+
+def parse_positions(spec: str) -> str:
+    """Validate a positions spec: ``all``, ``last``, ``last:K`` or ``slice:A:B`` (python slice of each doc).
+
+    Example:
+        >>> parse_positions("last:4")
+        'last:4'
+    """
+    if not _POS_RE.match(spec.strip()):
+        raise InputError(f"bad positions {spec!r}: use all, last, last:K or slice:A:B")
+    return spec.strip()
+
+
+def select_positions(n_tokens: int, spec: str) -> list[int]:
+    """Which positions (0-based) of a document of ``n_tokens`` real tokens to keep.
+
+    Example:
+        >>> select_positions(10, "last:3"), select_positions(10, "slice:2:4"), len(select_positions(10, "all"))
+        ([7, 8, 9], [2, 3], 10)
+    """
+    m = _POS_RE.match(spec)
+    if m is None:
+        raise InputError(f"bad positions {spec!r}: use all, last, last:K or slice:A:B")
+    if m.group(1) == "all":
+        return list(range(n_tokens))
+    if m.group(1).startswith("last"):
+        k = int(m.group(2) or 1)
+        return list(range(max(0, n_tokens - k), n_tokens))
+    a = int(m.group(3)) if m.group(3) else None
+    b = int(m.group(4)) if m.group(4) else None
+    return list(range(n_tokens))[slice(a, b)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Length-sorted batching
+
+
+def length_sorted_batches(lengths: Sequence[int], max_batch: int, max_tokens: int) -> Iterator[list[int]]:
+    """Group document indices by length (longest first) so padding stays small.
+
+    A batch holds at most ``max_batch`` docs and at most ``max_tokens`` padded tokens.
+
+    Example:
+        >>> list(length_sorted_batches([3, 10, 4, 9], max_batch=2, max_tokens=100))
+        [[1, 3], [2, 0]]
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batch: list[int] = []
+    for i in order:
+        width = lengths[batch[0]] if batch else lengths[i]
+        if batch and (len(batch) >= max_batch or width * (len(batch) + 1) > max_tokens):
+            yield batch
+            batch = []
+        batch.append(i)
+    if batch:
+        yield batch
+
+
+@dataclass
+class DocCapture:
+    """Activations of one document at the kept positions."""
+
+    tokens: torch.Tensor                 # (T,) int, the kept token ids
+    positions: torch.Tensor              # (T,) int, their positions in the document
+    acts: dict[int, torch.Tensor]        # layer -> (T, D) on CPU
+
+
+def capture_documents(
+    model: nn.Module,
+    docs_tokens: Sequence[Sequence[int]],
+    layers: Sequence[int],
+    pad_id: int,
+    positions: str = "all",
+    padding_side: str = "right",
+    max_batch: int = 16,
+    max_tokens: int = 4096,
+    backend: str = "torch",
+    tokenizer=None,
+    out_dtype: torch.dtype = torch.float32,
+    on_batch: Optional[Callable[[int, int], None]] = None,
+) -> list[DocCapture]:
+    """Capture tokenized documents in length-sorted batches; returns one ``DocCapture`` per doc, in input order.
+
+    ``on_batch(n_docs, n_tokens)`` is called after each batch (for progress bars).
+
+    Example:
+        >>> from hooks.testing import tiny_model
+        >>> caps = capture_documents(tiny_model("llama"), [[5, 6, 7], [8]], layers=[1], pad_id=0, positions="last")
+        >>> [tuple(c.acts[1].shape) for c in caps]
+        [(1, 64), (1, 64)]
+    """
+    if any(len(d) == 0 for d in docs_tokens):
+        raise InputError("a document has no tokens: drop empty texts before capturing")
+    device = model.get_input_embeddings().weight.device
+    out: list[Optional[DocCapture]] = [None] * len(docs_tokens)
+    lengths = [len(d) for d in docs_tokens]
+    for batch in length_sorted_batches(lengths, max_batch, max_tokens):
+        tokens_BL, mask_BL = pad_batch([docs_tokens[i] for i in batch], pad_id, padding_side, device)
+        acts = capture_batch(model, tokens_BL, mask_BL, layers, backend=backend, tokenizer=tokenizer)
+        width = tokens_BL.shape[1]
+        for row, doc_idx in enumerate(batch):
+            n = lengths[doc_idx]
+            offset = 0 if padding_side == "right" else width - n
+            keep = select_positions(n, positions)
+            idx = torch.as_tensor(keep, dtype=torch.long) + offset
+            out[doc_idx] = DocCapture(
+                tokens=torch.as_tensor([docs_tokens[doc_idx][p] for p in keep], dtype=torch.int32),
+                positions=torch.as_tensor(keep, dtype=torch.int32),
+                acts={L: a[row, idx.to(a.device)].to("cpu", out_dtype) for L, a in acts.items()},
+            )
+        if on_batch is not None:
+            on_batch(len(batch), int(mask_BL.sum()))
+    return out  # type: ignore[return-value]

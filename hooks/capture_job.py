@@ -1,0 +1,203 @@
+"""One capture job: texts -> tokenized documents -> length-sorted batches -> HDF5 store (resumable,
+data-parallel under ``accelerate launch``)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from .capture import BACKENDS, capture_documents, parse_positions
+from .errors import InputError, StoreError
+from .layers import resolve_layers
+from .models import LoadedModel, load_model, parse_dtype
+from .store import DTYPES, MANIFEST, ActivationStore, DocActs, StoreWriter, merge_manifests
+from .texts import check_texts
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CaptureConfig:
+    """Everything a capture needs; drives ``ao capture`` and is saved in the store's manifest.
+
+    Example:
+        >>> cfg = CaptureConfig(out="runs/store", layers="25%,50%,75%", positions="last:4")
+        >>> cfg.positions
+        'last:4'
+    """
+
+    out: str
+    model: str = "smollm2-135m"
+    adapter: Optional[str] = None
+    layers: str = "25%,50%,75%"
+    positions: str = "all"
+    max_length: int = 512
+    batch_size: int = 16
+    max_batch_tokens: int = 4096
+    padding_side: str = "right"
+    store_dtype: str = "float32"
+    model_dtype: str = "float32"
+    backend: str = "torch"
+    docs_per_shard: int = 256
+    device: str = "cpu"
+    resume: bool = False
+    add_special_tokens: bool = True
+
+    def __post_init__(self) -> None:
+        self.positions = parse_positions(self.positions)
+        if self.padding_side not in ("left", "right"):
+            raise InputError(f"--padding-side must be left or right, not {self.padding_side!r}")
+        if self.store_dtype not in DTYPES:
+            raise InputError(f"--dtype {self.store_dtype!r} is not one of {', '.join(DTYPES)}")
+        parse_dtype(self.model_dtype)
+        if self.backend not in BACKENDS:
+            raise InputError(f"--backend {self.backend!r} is not one of {', '.join(BACKENDS)}")
+        for name in ("max_length", "batch_size", "max_batch_tokens", "docs_per_shard"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name.replace('_', '-')} must be at least 1")
+
+    def store_options(self) -> dict:
+        """The options that shape the stored data (checked when resuming)."""
+        return {"positions": self.positions, "max_length": self.max_length, "padding_side": self.padding_side,
+                "add_special_tokens": self.add_special_tokens, "adapter": self.adapter, "backend": self.backend,
+                "model_dtype": self.model_dtype}
+
+
+@dataclass
+class CaptureResult:
+    """What a capture did (for the CLI summary and benchmarks)."""
+
+    out: Path
+    n_docs: int
+    n_tokens_forward: int
+    n_rows_stored: int
+    layers: list[int]
+    seconds: float
+    skipped_docs: int = 0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.n_tokens_forward / max(self.seconds, 1e-9)
+
+
+def tokenize_texts(lm: LoadedModel, texts: Sequence[str], max_length: int, add_special_tokens: bool = True) -> list[list[int]]:
+    """Token ids of each text, truncated to ``max_length``."""
+    check_texts(list(texts))
+    tok = lm.tokenizer
+    out = []
+    for t in texts:
+        ids = tok(t, add_special_tokens=add_special_tokens)["input_ids"]
+        out.append(list(ids[:max_length]))
+    return out
+
+
+def _dist_info() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    return rank, world
+
+
+def run_capture(
+    config: CaptureConfig,
+    texts: Sequence[str],
+    lm: Optional[LoadedModel] = None,
+    progress: bool = False,
+) -> CaptureResult:
+    """Capture ``texts`` into the store at ``config.out``; resumes when ``config.resume``.
+
+    Under ``accelerate launch`` (``WORLD_SIZE`` > 1) each process writes its own shards and rank 0
+    merges the manifests at the end.
+
+    Example:
+        >>> run_capture(CaptureConfig(out="runs/s", layers="50%"), ["Hello world."])   # doctest: +SKIP
+    """
+    texts = list(texts)
+    check_texts(texts)
+    rank, world = _dist_info()
+    if lm is None:
+        lm = load_model(config.model, adapter=config.adapter, dtype=config.model_dtype, device=config.device)
+    layers = resolve_layers(config.layers, lm.n_layers)
+    out = Path(config.out)
+    if world == 1 and (out / MANIFEST).exists() and not config.resume:
+        raise StoreError(f"{out} already holds a store: pass --resume to continue it, or choose another --out")
+    if config.resume and (out / MANIFEST).exists():
+        ActivationStore(out).check_model(lm.weights_hash, config.model)
+    docs_tokens = tokenize_texts(lm, texts, config.max_length, config.add_special_tokens)
+    pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    writer_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[config.store_dtype]
+    started = time.perf_counter()
+    n_fwd = n_rows = 0
+    with StoreWriter(out, model_spec=config.model, weights_hash=lm.weights_hash,
+                     tokenizer_name=str(getattr(lm.tokenizer, "name_or_path", "")), d_model=lm.d_model,
+                     layers=layers, dtype=config.store_dtype, capture_options=config.store_options(),
+                     docs_per_shard=config.docs_per_shard, resume=config.resume, rank=rank, world_size=world) as writer:
+        pending = writer.pending_shards(len(docs_tokens))
+        todo_docs = sum(stop - start for _, start, stop in pending)
+        skipped = len(docs_tokens) - todo_docs if world == 1 else 0
+        bar = _progress(todo_docs, sum(len(docs_tokens[i]) for _, a, b in pending for i in range(a, b)), progress,
+                        skipped)
+        for shard_index, start, stop in pending:
+            def on_batch(nd: int, nt: int) -> None:
+                bar.update(nd, nt)
+
+            caps = capture_documents(
+                lm.model, docs_tokens[start:stop], layers, pad_id, positions=config.positions,
+                padding_side=config.padding_side, max_batch=config.batch_size, max_tokens=config.max_batch_tokens,
+                backend=config.backend, tokenizer=lm.tokenizer, out_dtype=writer_dtype if writer_dtype != torch.float16 else torch.float32,
+                on_batch=on_batch,
+            )
+            writer.write_shard(shard_index, start, [DocActs(c.tokens.numpy(), c.positions.numpy(), c.acts) for c in caps])
+            n_fwd += sum(len(d) for d in docs_tokens[start:stop])
+            n_rows += sum(len(c.tokens) for c in caps)
+        bar.close()
+    if world > 1:
+        _barrier()
+        if rank == 0:
+            merge_manifests(out, world_size=world)
+        _barrier()
+    return CaptureResult(out=out, n_docs=len(docs_tokens), n_tokens_forward=n_fwd, n_rows_stored=n_rows,
+                         layers=layers, seconds=time.perf_counter() - started, skipped_docs=skipped)
+
+
+def _barrier() -> None:
+    from accelerate import PartialState
+
+    PartialState().wait_for_everyone()
+
+
+class _progress:
+    """tqdm bar over documents with tokens/s in the postfix (a no-op when disabled)."""
+
+    def __init__(self, n_docs: int, n_tokens: int, enabled: bool, skipped: int = 0) -> None:
+        self.bar = None
+        self.tokens = 0
+        self.t0 = time.perf_counter()
+        if enabled:
+            from tqdm.auto import tqdm
+
+            desc = "capture" + (f" (resumed, {skipped} docs done)" if skipped else "")
+            self.bar = tqdm(total=n_docs, desc=desc, unit="doc", dynamic_ncols=True)
+
+    def update(self, n_docs: int, n_tokens: int) -> None:
+        self.tokens += n_tokens
+        if self.bar is not None:
+            self.bar.update(n_docs)
+            rate = self.tokens / max(time.perf_counter() - self.t0, 1e-9)
+            self.bar.set_postfix_str(f"{rate:,.0f} tok/s")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def config_from_dict(d: dict) -> CaptureConfig:
+    """Rebuild a config from JSON, ignoring unknown keys."""
+    names = {f.name for f in dataclasses.fields(CaptureConfig)}
+    return CaptureConfig(**{k: v for k, v in d.items() if k in names})

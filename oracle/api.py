@@ -1,0 +1,250 @@
+"""The query API: ``Oracle.load(path).ask(text_or_acts, question)``."""
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import torch
+
+from hooks.errors import CheckpointError, InputError
+from hooks.inject import inject_at
+from hooks.layers import resolve_layer
+from hooks.models import LoadedModel, active_adapter, attach_adapter, check_adapter_folder, load_model
+
+from .batching import make_oracle_batch, target_vectors
+from .card import OracleCard, read_card
+from .tasks.base import source_layers
+
+log = logging.getLogger(__name__)
+
+Positions = Union[str, int, Sequence[int], slice]
+
+
+@dataclass
+class Query:
+    """One question about one piece of target activity.
+
+    ``source``: a text (captured from the target inside the oracle) or an activation tensor
+    ``(K, D)`` / ``(D,)``. ``positions``: ``"last"``, ``"all"``, an int, a list or a slice of the
+    text's tokens (texts only).
+    """
+
+    source: Union[str, torch.Tensor]
+    question: str
+    layer: Optional[Union[int, str]] = None
+    positions: Positions = "last"
+
+
+class Oracle:
+    """An activation oracle: a base model plus a LoRA adapter that reads injected activations.
+
+    Example:
+        >>> oracle = Oracle.load("checkpoints/oracle-smollm2-135m")              # doctest: +SKIP
+        >>> oracle.ask("The Eiffel Tower is in Paris.", "What is this text about?")  # doctest: +SKIP
+        'The Eiffel Tower'
+    """
+
+    def __init__(self, lm: LoadedModel, card: OracleCard, trained: bool) -> None:
+        self.lm = lm
+        self.card = card
+        self.trained = trained
+        self.max_context = int(getattr(lm.model.config, "max_position_embeddings", 2048) or 2048)
+
+    # -- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: Union[str, Path], target_adapter: Optional[Union[str, Path]] = None, device: str = "cpu",
+             lm: Optional[LoadedModel] = None) -> "Oracle":
+        """Load an oracle checkpoint folder (and optionally the target's own adapter).
+
+        Example:
+            >>> Oracle.load("checkpoints/oracle-smollm2-135m").card.source_layers   # doctest: +SKIP
+            [7, 15, 22]
+        """
+        card = read_card(Path(path))
+        check_adapter_folder(path)
+        if lm is None:
+            lm = load_model(card.base_model, device=device)
+        if lm.weights_hash != card.base_weights_hash:
+            raise CheckpointError(f"oracle {path} was trained on {card.base_model}, not {lm.spec}: use an oracle for this base model")
+        attach_adapter(lm, path, name="oracle")
+        oracle = cls(lm, card, trained=True)
+        if target_adapter is not None:
+            oracle.set_target(target_adapter)
+        return oracle
+
+    @classmethod
+    def untrained(cls, model: str = "smollm2-135m", lm: Optional[LoadedModel] = None, device: str = "cpu") -> "Oracle":
+        """The base model with no oracle adapter, same prompt and injection: the Patchscopes-style baseline.
+
+        Example:
+            >>> Oracle.untrained().trained          # doctest: +SKIP
+            False
+        """
+        lm = lm or load_model(model, device=device)
+        card = OracleCard(base_model=lm.spec, base_weights_hash=lm.weights_hash, d_model=lm.d_model,
+                          source_layers=source_layers(lm.n_layers))
+        return cls(lm, card, trained=False)
+
+    def set_target(self, adapter: Optional[Union[str, Path]]) -> None:
+        """Attach the audited model's own adapter (named "target"); ``None`` detaches nothing but reads the base."""
+        if adapter is None:
+            return
+        from hooks.models import weights_hash  # noqa: F401 - same base is checked by PEFT shapes
+
+        cfg = check_adapter_folder(adapter)
+        base = str(cfg.get("base_model_name_or_path") or "")
+        if base and base not in (self.card.base_model, "") and Path(base).name not in (self.card.base_model,) \
+                and "smollm" not in base.lower() and self.card.base_model == "smollm2-135m":
+            raise CheckpointError(f"target adapter {adapter} was trained on {base}, not {self.card.base_model}: "
+                                  f"audit it with an oracle for that base model")
+        if "target" in self.lm.adapters:
+            self.lm.model.delete_adapter("target")
+        attach_adapter(self.lm, adapter, name="target")
+
+    @property
+    def has_target(self) -> bool:
+        """Whether a target adapter is attached."""
+        return "target" in self.lm.adapters
+
+    # -- activations --------------------------------------------------------------------------
+
+    def _layer(self, layer: Optional[Union[int, str]]) -> int:
+        if layer is None:
+            return self.card.source_layers[len(self.card.source_layers) // 2]
+        idx = resolve_layer(layer, self.lm.n_layers)
+        if self.trained and idx not in self.card.source_layers:
+            warnings.warn(f"layer {idx} is not one the oracle was trained on ({self.card.source_layers}): answers may be poor",
+                          stacklevel=3)
+        return idx
+
+    def _positions(self, n: int, positions: Positions) -> list[int]:
+        if isinstance(positions, str):
+            if positions == "last":
+                return [n - 1]
+            if positions in ("all", "full"):
+                return list(range(max(0, n - 50), n))
+            raise InputError(f"positions {positions!r}: use 'last', 'all', an int, a list or a slice")
+        if isinstance(positions, int):
+            return [positions % n]
+        if isinstance(positions, slice):
+            return list(range(n))[positions] or [n - 1]
+        out = [int(p) % n for p in positions]
+        if not out:
+            raise InputError("positions is empty")
+        return out
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids the target reads for ``text``."""
+        if not isinstance(text, str) or not text.strip():
+            raise InputError("the text is empty: pass the text the target should read")
+        return self.lm.tokenizer(text, add_special_tokens=True)["input_ids"]
+
+    def activations(self, texts: Sequence[str], layer: int, positions: Sequence[Positions], diff: bool = False,
+                    use_target: bool = True) -> list[torch.Tensor]:
+        """Target activations ``(K, D)`` for each text (target adapter on when attached; oracle adapter off)."""
+        ids = [self.encode(t) for t in texts]
+        pos = [self._positions(len(i), p) for i, p in zip(ids, positions)]
+        adapter = "target" if (use_target and self.has_target) else None
+        if diff and not self.has_target:
+            raise InputError("diff=True needs a target adapter: pass target_adapter= to Oracle.load")
+        return target_vectors(self.lm, ids, pos, [layer] * len(ids), adapter=adapter, diff=diff)
+
+    def _vectors(self, queries: Sequence[Query], diff: bool) -> tuple[list[torch.Tensor], list[int]]:
+        vecs: list[Optional[torch.Tensor]] = [None] * len(queries)
+        layers = [self._layer(q.layer) for q in queries]
+        by_layer: dict[int, list[int]] = {}
+        for i, q in enumerate(queries):
+            if isinstance(q.source, torch.Tensor):
+                v = q.source.detach().float()
+                v = v[None] if v.dim() == 1 else v
+                if v.dim() != 2 or v.shape[-1] != self.lm.d_model:
+                    raise InputError(f"activations of shape {tuple(q.source.shape)} do not fit the oracle: it reads "
+                                     f"vectors of width {self.lm.d_model} (shape (K, {self.lm.d_model}))")
+                vecs[i] = v.to(self.lm.device)
+            else:
+                by_layer.setdefault(layers[i], []).append(i)
+        for layer, idx in by_layer.items():
+            got = self.activations([queries[i].source for i in idx], layer, [queries[i].positions for i in idx], diff=diff)
+            for i, v in zip(idx, got):
+                vecs[i] = v
+        return vecs, layers  # type: ignore[return-value]
+
+    # -- asking -------------------------------------------------------------------------------
+
+    def _oracle_ctx(self):
+        return active_adapter(self.lm.model, "oracle" if self.trained else None)
+
+    def _batch(self, queries: Sequence[Query], diff: bool):
+        vecs, layers = self._vectors(queries, diff)
+        batch = make_oracle_batch(self.lm.tokenizer, vecs, layers, [q.question for q in queries],
+                                  placeholder=self.card.placeholder, max_length=self.max_context)
+        return batch.to(self.lm.device)
+
+    @torch.no_grad()
+    def ask_batch(self, queries: Sequence[Query], diff: bool = False, max_new_tokens: int = 32,
+                  batch_size: int = 32) -> list[str]:
+        """Answer many queries, batched with left padding and cached greedy generation.
+
+        Example:
+            >>> oracle.ask_batch([Query("I love it", "Is the sentiment positive?")])   # doctest: +SKIP
+            ['Yes']
+        """
+        answers: list[str] = []
+        tok = self.lm.tokenizer
+        for s in range(0, len(queries), batch_size):
+            chunk = list(queries[s:s + batch_size])
+            b = self._batch(chunk, diff)
+            with self._oracle_ctx(), inject_at(self.lm.model, self.card.injection_layer, b.rows_N, b.positions_N,
+                                               b.vectors_ND, self.card.coef):
+                out = self.lm.model.generate(input_ids=b.tokens_BL, attention_mask=b.mask_BL, max_new_tokens=max_new_tokens,
+                                             do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+            for row in out[:, b.tokens_BL.shape[1]:]:
+                answers.append(tok.decode(row, skip_special_tokens=True).strip())
+        return answers
+
+    def ask(self, source: Union[str, torch.Tensor], question: str, layer: Optional[Union[int, str]] = None,
+            positions: Positions = "last", diff: bool = False, max_new_tokens: int = 32) -> str:
+        """Ask one question about a text (captured from the target) or activation vectors.
+
+        Example:
+            >>> oracle.ask("The cat sat on the mat.", "What animal is mentioned?", positions="all")   # doctest: +SKIP
+            'A cat'
+        """
+        return self.ask_batch([Query(source, question, layer, positions)], diff=diff, max_new_tokens=max_new_tokens)[0]
+
+    @torch.no_grad()
+    def yes_probability_batch(self, queries: Sequence[Query], diff: bool = False, batch_size: int = 32) -> list[float]:
+        """P(Yes) / (P(Yes) + P(No)) of the oracle's first answer token for each query."""
+        yes_id, no_id = self._yes_no_ids()
+        probs: list[float] = []
+        for s in range(0, len(queries), batch_size):
+            b = self._batch(list(queries[s:s + batch_size]), diff)
+            with self._oracle_ctx(), inject_at(self.lm.model, self.card.injection_layer, b.rows_N, b.positions_N,
+                                               b.vectors_ND, self.card.coef):
+                logits = self.lm.model(input_ids=b.tokens_BL, attention_mask=b.mask_BL, position_ids=b.position_ids_BL,
+                                       use_cache=False).logits[:, -1].float()
+            two = torch.stack([logits[:, yes_id], logits[:, no_id]], dim=-1).softmax(-1)[:, 0]
+            probs += two.tolist()
+        return probs
+
+    def yes_probability(self, source: Union[str, torch.Tensor], question: str, layer: Optional[Union[int, str]] = None,
+                        positions: Positions = "last", diff: bool = False) -> float:
+        """P(Yes) of a yes/no question, from the Yes and No token probabilities.
+
+        Example:
+            >>> oracle.yes_probability("I loved this film.", "Is the sentiment positive?")   # doctest: +SKIP
+            0.93
+        """
+        return self.yes_probability_batch([Query(source, question, layer, positions)], diff=diff)[0]
+
+    def _yes_no_ids(self) -> tuple[int, int]:
+        tok = self.lm.tokenizer
+        ids = []
+        for w in ("Yes", "No"):
+            t = tok.encode(w, add_special_tokens=False)
+            ids.append(t[0])
+        return ids[0], ids[1]

@@ -1,0 +1,93 @@
+"""``ao capture`` and ``ao store info|verify``."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from hooks.capture_job import CaptureConfig, run_capture
+from hooks.store import ActivationStore
+from hooks.texts import load_texts
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("capture", help="capture residual activations into an HDF5 store")
+    p.add_argument("--model", default="smollm2-135m", help="smollm2-135m (embedded), gemma3-270m, HF id, folder or .gguf")
+    p.add_argument("--adapter", default=None, help="PEFT adapter folder (safetensors) applied to the model")
+    p.add_argument("--texts", required=True, help=".txt (one document per non-empty line) or .jsonl ('text' or 'messages')")
+    p.add_argument("--layers", default="25%,50%,75%", help="indices, negative indices, percents or blocks.N.hook_resid_post")
+    p.add_argument("--out", required=True, help="store folder")
+    p.add_argument("--positions", default="all", help="all | last | last:K | slice:A:B")
+    p.add_argument("--max-length", type=int, default=512)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-batch-tokens", type=int, default=4096)
+    p.add_argument("--padding-side", default="right", choices=["left", "right"])
+    p.add_argument("--dtype", dest="store_dtype", default="float32", choices=["float32", "float16", "bfloat16"],
+                   help="storage dtype")
+    p.add_argument("--model-dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--backend", default="torch", choices=["torch", "nnsight", "transformer_lens"])
+    p.add_argument("--docs-per-shard", type=int, default=256)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, or auto (device_map='auto' for big models)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted capture")
+    p.set_defaults(func=_capture)
+
+    s = sub.add_parser("store", help="inspect or verify an activation store")
+    ssub = s.add_subparsers(dest="store_command", metavar="ACTION")
+    info = ssub.add_parser("info", help="print the manifest summary")
+    info.add_argument("path")
+    info.set_defaults(func=_info)
+    ver = ssub.add_parser("verify", help="check every shard's checksum and shapes")
+    ver.add_argument("path")
+    ver.set_defaults(func=_verify)
+
+
+def _capture(args: argparse.Namespace) -> int:
+    cfg = CaptureConfig(
+        out=args.out, model=args.model, adapter=args.adapter, layers=args.layers, positions=args.positions,
+        max_length=args.max_length, batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens,
+        padding_side=args.padding_side, store_dtype=args.store_dtype, model_dtype=args.model_dtype,
+        backend=args.backend, docs_per_shard=args.docs_per_shard, device=args.device, resume=args.resume,
+    )
+    from hooks.models import load_model
+    from pathlib import Path
+
+    texts = load_texts(args.texts)  # fail on bad texts before loading the model
+    from hooks.layers import resolve_layers
+    from hooks.store import MANIFEST
+
+    if (Path(cfg.out) / MANIFEST).exists() and not cfg.resume:
+        from hooks.errors import StoreError
+
+        raise StoreError(f"{cfg.out} already holds a store: pass --resume to continue it, or choose another --out")
+    lm = load_model(cfg.model, adapter=cfg.adapter, dtype=cfg.model_dtype, device=cfg.device)
+    resolve_layers(cfg.layers, lm.n_layers)
+    res = run_capture(cfg, texts, lm=lm, progress=True)
+    store = ActivationStore(res.out)
+    print(f"captured {res.n_docs} docs ({res.skipped_docs} already done), {res.n_tokens_forward:,} tokens forward, "
+          f"{res.n_rows_stored:,} rows stored, layers {res.layers}, {res.seconds:.1f}s, {res.tokens_per_s:,.0f} tokens/s")
+    print(f"store {res.out}: {store.n_docs} docs, {store.n_tokens:,} rows, d_model {store.d_model}, dtype {store.dtype}, "
+          f"{len(store.manifest['shards'])} shards")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    store = ActivationStore(args.path)
+    m = store.manifest
+    size = sum((store.path / s["file"]).stat().st_size for s in m["shards"] if (store.path / s["file"]).exists())
+    print(f"store      {store.path}")
+    print(f"model      {m['model_spec']} (weights {m['weights_hash'][:12]}), tokenizer {m['tokenizer']}")
+    print(f"layers     {m['layers']}  d_model {m['d_model']}  dtype {m['dtype']}")
+    print(f"documents  {store.n_docs}  rows {store.n_tokens:,}  shards {len(m['shards'])}  size {size / 2**20:.1f} MiB")
+    print(f"options    {json.dumps(m['capture_options'], sort_keys=True)}")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    store = ActivationStore(args.path)
+    problems = store.verify()
+    if problems:
+        for p in problems:
+            print(f"BAD  {p}")
+        print(f"{len(problems)} problem(s) in {store.path}; the other shards read fine")
+        return 1
+    print(f"OK   {len(store.manifest['shards'])} shards, {store.n_docs} docs, {store.n_tokens:,} rows in {store.path}")
+    return 0

@@ -1,0 +1,121 @@
+"""``ao train``, ``ao ask``, ``ao eval``."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from .train import TrainConfig
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    t = sub.add_parser("train", help="train an oracle (LoRA) on the task mix")
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "mix":
+            t.add_argument("--mix", default=None, help='JSON weights, e.g. {"context_prediction":0.4,"classification":0.4,"latentqa":0.2}')
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else None
+        kind = {int: int, float: float}.get(type(default), str)
+        if f.name == "steps":
+            kind = int
+        t.add_argument("--" + f.name.replace("_", "-"), type=kind, default=default)
+    t.add_argument("--no-eval", action="store_true", help="skip held-out checks during training")
+    t.set_defaults(func=_train)
+
+    a = sub.add_parser("ask", help="ask the oracle a question about a text's activations")
+    a.add_argument("--oracle", default="checkpoints/oracle-smollm2-135m", help="oracle checkpoint folder")
+    a.add_argument("--untrained", action="store_true", help="no adapter: the Patchscopes-style baseline")
+    a.add_argument("--model", default="smollm2-135m", help="base model for --untrained")
+    a.add_argument("--target-adapter", default=None, help="the audited model's own adapter folder")
+    a.add_argument("--text", required=True)
+    a.add_argument("--question", required=True)
+    a.add_argument("--layer", default=None)
+    a.add_argument("--positions", default="last", help="last | all | N | A:B")
+    a.add_argument("--diff", action="store_true", help="inject (target - base) activations")
+    a.add_argument("--yes-prob", action="store_true", help="print P(Yes) instead of generating")
+    a.add_argument("--max-new-tokens", type=int, default=32)
+    a.set_defaults(func=_ask)
+
+    e = sub.add_parser("eval", help="held-out evaluation: table + bar chart, trained vs untrained vs chance")
+    e.add_argument("--oracle", default="checkpoints/oracle-smollm2-135m")
+    e.add_argument("--out", default=None, help="report folder (default: the oracle folder's eval/)")
+    e.add_argument("--n", type=int, default=200, help="examples per held-out set")
+    e.add_argument("--families-n", type=int, default=100, help="examples for context prediction / system-prompt QA")
+    e.add_argument("--data-dir", default=None)
+    e.add_argument("--no-card", action="store_true", help="do not write the figures into oracle.json")
+    e.set_defaults(func=_eval)
+
+
+def _train(args: argparse.Namespace) -> int:
+    kwargs = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name != "mix"}
+    if args.mix:
+        kwargs["mix"] = json.loads(args.mix)
+    cfg = TrainConfig(**kwargs)
+    from .evaluate import quick_eval_fn
+    from .train import train_oracle
+
+    summary = train_oracle(cfg, eval_fn=None if args.no_eval else quick_eval_fn(data_dir=cfg.data_dir), progress=True)
+    print(f"trained {summary['steps']} steps on {summary['examples']} examples in {summary['wall_time_s']:.0f}s; "
+          f"final loss {summary['final_loss']}; last held-out check {summary['last_eval']}")
+    print(f"oracle written to {cfg.out}")
+    return 0
+
+
+def _parse_positions(s: str):
+    if s in ("last", "all"):
+        return s
+    if ":" in s:
+        a, b = s.split(":", 1)
+        return slice(int(a) if a else None, int(b) if b else None)
+    return int(s)
+
+
+def _ask(args: argparse.Namespace) -> int:
+    from .api import Oracle
+
+    if args.untrained:
+        oracle = Oracle.untrained(args.model)
+        oracle.set_target(args.target_adapter)
+    else:
+        oracle = Oracle.load(args.oracle, target_adapter=args.target_adapter)
+    pos = _parse_positions(args.positions)
+    if args.yes_prob:
+        p = oracle.yes_probability(args.text, args.question, layer=args.layer, positions=pos, diff=args.diff)
+        print(f"P(Yes) = {p:.3f}")
+    else:
+        print(oracle.ask(args.text, args.question, layer=args.layer, positions=pos, diff=args.diff,
+                         max_new_tokens=args.max_new_tokens))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from hooks.models import load_model
+
+    from .api import Oracle
+    from .card import read_card, update_evaluation
+    from .evaluate import evaluate_families, evaluate_heldout_classification, heldout_mean, write_report
+
+    card = read_card(Path(args.oracle))
+    lm = load_model(card.base_model)
+    untrained = Oracle.untrained(lm=lm)
+    u_res = evaluate_heldout_classification(untrained, n=args.n, data_dir=args.data_dir, progress=True)
+    u_fam = evaluate_families(untrained, n=args.families_n, data_dir=args.data_dir)
+    oracle = Oracle.load(args.oracle, lm=lm)
+    t_res = evaluate_heldout_classification(oracle, n=args.n, data_dir=args.data_dir, progress=True)
+    t_fam = evaluate_families(oracle, n=args.families_n, data_dir=args.data_dir)
+    out = Path(args.out) if args.out else Path(args.oracle) / "eval"
+    cmd = "ao " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("ao") else "ao eval"
+    md, png = write_report(t_res, u_res, out, t_fam, u_fam, command=cmd)
+    summary = {pos: {"trained": round(heldout_mean(t_res, pos), 4), "untrained": round(heldout_mean(u_res, pos), 4)}
+               for pos in ("last", "full")}
+    if not args.no_card:
+        update_evaluation(Path(args.oracle), {"heldout_classification": {"n_per_set": args.n, "mean": summary,
+                                                                          "per_set_trained": t_res, "per_set_untrained": u_res},
+                                              "families_trained": {k: v for k, v in t_fam.items()},
+                                              "families_untrained": {k: v for k, v in u_fam.items()}})
+    print(md.read_text())
+    print(f"wrote {md} and {png}")
+    return 0

@@ -1,0 +1,180 @@
+"""Held-out evaluation of an oracle: classification sets it never trained on (singular_plural and the
+engels files), context prediction and system-prompt QA on their eval splits; trained vs untrained vs chance."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from .api import Oracle, Query
+from .batching import target_vectors
+from .tasks.base import OracleExample
+from .tasks.classification import build_heldout_classification, heldout_dataset_names
+
+log = logging.getLogger(__name__)
+
+
+def _vectors(oracle: Oracle, examples: Sequence[OracleExample], batch_size: int = 32) -> list[torch.Tensor]:
+    out: list[torch.Tensor] = []
+    for s in range(0, len(examples), batch_size):
+        chunk = examples[s:s + batch_size]
+        out += target_vectors(oracle.lm, [e.context_ids for e in chunk], [e.positions for e in chunk],
+                              [e.layer for e in chunk], adapter="target" if oracle.has_target else None)
+    return out
+
+
+def yes_no_accuracy(oracle: Oracle, examples: Sequence[OracleExample], batch_size: int = 32) -> float:
+    """Accuracy of thresholding P(Yes) at 0.5 against the Yes/No answers."""
+    vecs = _vectors(oracle, examples, batch_size)
+    qs = [Query(v, e.question, e.layer) for v, e in zip(vecs, examples)]
+    p = oracle.yes_probability_batch(qs, batch_size=batch_size)
+    hits = [(pi >= 0.5) == (e.answer == "Yes") for pi, e in zip(p, examples)]
+    return sum(hits) / max(1, len(hits))
+
+
+def _norm(s: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"[^\w\s]", "", s.lower())).strip()
+
+
+def generation_scores(oracle: Oracle, examples: Sequence[OracleExample], batch_size: int = 32,
+                      max_new_tokens: int = 24) -> dict:
+    """Exact match and first-word match of generated answers."""
+    vecs = _vectors(oracle, examples, batch_size)
+    answers = oracle.ask_batch([Query(v, e.question, e.layer) for v, e in zip(vecs, examples)],
+                               max_new_tokens=max_new_tokens, batch_size=batch_size)
+    exact = sum(_norm(a) == _norm(e.answer) for a, e in zip(answers, examples))
+    first = sum(bool(_norm(a)) and bool(_norm(e.answer)) and _norm(a).split()[0] == _norm(e.answer).split()[0]
+                for a, e in zip(answers, examples))
+    n = max(1, len(examples))
+    return {"exact_match": exact / n, "first_word_match": first / n, "n": len(examples),
+            "samples": [{"q": e.question, "gold": e.answer, "pred": a} for a, e in list(zip(answers, examples))[:5]]}
+
+
+def evaluate_heldout_classification(oracle: Oracle, n: int = 200, positions: Sequence[str] = ("last", "full"),
+                                    datasets: Optional[Sequence[str]] = None, seed: int = 0,
+                                    data_dir=None, progress: bool = False) -> dict:
+    """``{dataset: {position: accuracy}}`` on the held-out classification sets."""
+    names = list(datasets) if datasets else heldout_dataset_names(data_dir)
+    out: dict = {}
+    items = [(d, p) for d in names for p in positions]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(items), desc=f"held-out ({'trained' if oracle.trained else 'untrained'})")
+    for d, p in items:
+        exs = build_heldout_classification(oracle.lm.tokenizer, oracle.lm.n_layers, d, n=n, seed=seed,
+                                           data_dir=data_dir, position=p)
+        out.setdefault(d, {})[p] = yes_no_accuracy(oracle, exs)
+        if bar:
+            bar.update(1)
+    if bar:
+        bar.close()
+    return out
+
+
+def evaluate_families(oracle: Oracle, n: int = 100, seed: int = 0, data_dir=None) -> dict:
+    """Context prediction (generation) and system-prompt QA (yes/no + generation) on the eval splits."""
+    from .tasks.context_prediction import build_context_prediction
+    from .tasks.latentqa import build_latentqa
+
+    tok, nl = oracle.lm.tokenizer, oracle.lm.n_layers
+    cp = build_context_prediction(tok, nl, n, seed, data_dir=data_dir, split="eval")
+    lqa = build_latentqa(tok, nl, n, seed, data_dir=data_dir, split="eval")
+    lqa_yn = [e for e in lqa if e.answer in ("Yes", "No")]
+    lqa_gen = [e for e in lqa if e.answer not in ("Yes", "No")]
+    res = {"context_prediction": generation_scores(oracle, cp)}
+    if lqa_yn:
+        res["latentqa_yes_no_accuracy"] = yes_no_accuracy(oracle, lqa_yn)
+    if lqa_gen:
+        res["latentqa_generation"] = generation_scores(oracle, lqa_gen)
+    return res
+
+
+def heldout_mean(results: dict, position: str) -> float:
+    vals = [v[position] for v in results.values() if position in v]
+    return sum(vals) / max(1, len(vals))
+
+
+def write_report(trained: dict, untrained: dict, out_dir: Path, families: Optional[dict] = None,
+                 families_untrained: Optional[dict] = None, command: str = "") -> tuple[Path, Path]:
+    """Markdown table + PNG bar chart: trained vs untrained vs chance, per held-out set and position."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    positions = sorted({p for v in trained.values() for p in v}, key=lambda p: (p != "last", p))
+    lines = ["| held-out set | position | trained | untrained | chance |", "|---|---|---|---|---|"]
+    for d in trained:
+        for p in positions:
+            lines.append(f"| {d} | {p} | {trained[d][p]:.3f} | {untrained[d][p]:.3f} | 0.500 |")
+    for p in positions:
+        lines.append(f"| **mean** | {p} | **{heldout_mean(trained, p):.3f}** | {heldout_mean(untrained, p):.3f} | 0.500 |")
+    md = ["# Oracle evaluation on held-out data", ""]
+    if command:
+        md += [f"Made by: `{command}`", ""]
+    md += ["## Held-out classification (P(Yes) >= 0.5 vs the label; 200 balanced examples each)", ""] + lines
+    if families:
+        md += ["", "## Other task families (eval splits)", "", "| metric | trained | untrained |", "|---|---|---|"]
+        cp, cpu = families["context_prediction"], (families_untrained or {}).get("context_prediction", {})
+        md.append(f"| context prediction, exact match | {cp['exact_match']:.3f} | {cpu.get('exact_match', float('nan')):.3f} |")
+        md.append(f"| context prediction, first word | {cp['first_word_match']:.3f} | {cpu.get('first_word_match', float('nan')):.3f} |")
+        if "latentqa_yes_no_accuracy" in families:
+            md.append(f"| system-prompt QA, yes/no accuracy | {families['latentqa_yes_no_accuracy']:.3f} | "
+                      f"{(families_untrained or {}).get('latentqa_yes_no_accuracy', float('nan')):.3f} |")
+        if "latentqa_generation" in families:
+            g, gu = families["latentqa_generation"], (families_untrained or {}).get("latentqa_generation", {})
+            md.append(f"| system-prompt QA, first word of instruction | {g['first_word_match']:.3f} | "
+                      f"{gu.get('first_word_match', float('nan')):.3f} |")
+    md_path = out_dir / "eval.md"
+    md_path.write_text("\n".join(md) + "\n")
+    names = list(trained)
+    fig, axes = plt.subplots(1, len(positions), figsize=(6 * len(positions), 4.5), squeeze=False)
+    for ax, p in zip(axes[0], positions):
+        x = range(len(names) + 1)
+        tv = [trained[d][p] for d in names] + [heldout_mean(trained, p)]
+        uv = [untrained[d][p] for d in names] + [heldout_mean(untrained, p)]
+        ax.bar([i - 0.2 for i in x], tv, width=0.4, label="trained oracle")
+        ax.bar([i + 0.2 for i in x], uv, width=0.4, label="untrained (Patchscopes-style)")
+        ax.axhline(0.5, color="gray", ls="--", label="chance")
+        ax.set_xticks(list(x))
+        ax.set_xticklabels([d.replace("engels/", "")[:22] for d in names] + ["MEAN"], rotation=45, ha="right", fontsize=8)
+        ax.set_ylim(0, 1)
+        ax.set_title(f"held-out classification, activation: {p}")
+        ax.set_ylabel("accuracy")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    png = out_dir / "eval.png"
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return md_path, png
+
+
+def quick_eval_fn(n: int = 32, datasets: Sequence[str] = ("singular_plural", "engels/60_wikidata_occupation_isathlete",
+                                                          "engels/139_news_class_Politics"), data_dir=None):
+    """A cheap held-out check to run during training: mean yes/no accuracy over a few held-out sets."""
+    cache: dict = {}
+
+    def fn(lm) -> dict:
+        from .card import OracleCard
+        from .tasks.base import source_layers
+
+        card = OracleCard(base_model=lm.spec, base_weights_hash=lm.weights_hash, d_model=lm.d_model,
+                          source_layers=source_layers(lm.n_layers))
+        oracle = Oracle(lm, card, trained=True)
+        accs = {}
+        for d in datasets:
+            if d not in cache:
+                cache[d] = build_heldout_classification(lm.tokenizer, lm.n_layers, d, n=n, seed=1, data_dir=data_dir)
+            accs[d] = yes_no_accuracy(oracle, cache[d])
+        return {"heldout_accuracy": round(sum(accs.values()) / len(accs), 4), **{k: round(v, 4) for k, v in accs.items()}}
+
+    return fn

@@ -1,0 +1,409 @@
+"""Yes/no classification questions over the texts of ``classification/`` (gmt, relations, sst2, tense),
+and the held-out evaluation sets (``singular_plural`` and the ``engels`` files), which are never
+used for training.
+
+Question templates come from ``classification/paraphrases/question.json``; every question carries
+the prefix ``"Answer with 'Yes' or 'No' only. "``, the answer is ``"Yes"`` or ``"No"`` (balanced).
+Where the data has a natural negative (gmt true/false statements, relations with a wrong object),
+the question is fixed and the text decides the answer; elsewhere (sst2, tense, held-out sets) half
+the questions ask about a wrong label ("Is this sentence in the past tense?" for a future one).
+
+The context is the plain text (no chat template); the positions are one of the last 3 tokens or a
+window ending at the last token.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import random
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Union
+
+from hooks.errors import InputError
+
+from .base import (MAX_POSITIONS, NO, YES, OracleExample, PathLike, allocate, balanced_bools,
+                   balanced_layers, check_n, check_split, data_file, make_rng, resolve_data_dir, split_of,
+                   tokenize_text)
+
+log = logging.getLogger(__name__)
+
+FAMILY = "classification"
+YES_NO_PREFIX = "Answer with 'Yes' or 'No' only. "
+
+TRAIN_GROUPS = ("gmt", "relations", "sst2", "tense")
+HELDOUT_GROUPS = ("singular_plural", "engels")
+
+#: Geometry-of-Truth files used for training (AO's five, plus the negated, counterfact, common-claim
+#: and conjunction/disjunction sets; ``likely*`` hold code snippets and ``common_claim.csv`` has no true/false).
+GMT_FILES = ("sp_en_trans", "cities", "smaller_than", "larger_than", "companies_true_false", "neg_cities",
+             "neg_sp_en_trans", "common_claim_true_false", "counterfact_true_false", "cities_cities_conj",
+             "cities_cities_disj")
+TENSES = ("past", "present", "future")
+
+
+# ---------------------------------------------------------------- loading
+
+@lru_cache(maxsize=4)
+def _questions(root: str) -> dict:
+    path = data_file(root, "classification/paraphrases/question.json")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path} is not valid JSON ({e.msg}): restore it from shared/data") from None
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with path.open(encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@lru_cache(maxsize=32)
+def _gmt_rows(root: str, name: str) -> tuple[tuple[str, int], ...]:
+    rows = _read_csv(data_file(root, f"classification/gmt/{name}.csv"))
+    return tuple((r["statement"].strip(), int(r["label"])) for r in rows
+                 if r.get("statement") and str(r.get("label")).strip() in ("0", "1"))
+
+
+@lru_cache(maxsize=64)
+def _relation(root: str, name: str) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    path = data_file(root, f"classification/relations/{name}.json")
+    d = json.loads(path.read_text(encoding="utf-8"))
+    return tuple(d["prompt_templates"]), tuple((s["subject"], s["object"]) for s in d["samples"])
+
+
+@lru_cache(maxsize=4)
+def _sst2_rows(root: str, file: str) -> tuple[tuple[str, str], ...]:
+    out = []
+    for line in data_file(root, f"classification/sst2/{file}.tsv").read_text(encoding="utf-8").splitlines():
+        text, _, label = line.rpartition("\t")
+        if text.strip() and label.strip() in ("0", "1"):
+            out.append((text.strip(), "positive" if label.strip() == "1" else "negative"))
+    return tuple(out)
+
+
+@lru_cache(maxsize=4)
+def _tense_rows(root: str) -> tuple[tuple[str, str], ...]:
+    rows = json.loads(data_file(root, "classification/tense/tense_processed.json").read_text(encoding="utf-8"))
+    return tuple((r["sentence"].strip(), r["label"]) for r in rows if r.get("label") in TENSES)
+
+
+def relation_names(data_dir: Optional[PathLike] = None) -> list[str]:
+    """``<type>/<name>`` of every relations file, e.g. ``commonsense/object_superclass``."""
+    root = data_file(data_dir, "classification/relations")
+    return sorted(f"{p.parent.name}/{p.stem}" for p in root.glob("*/*.json"))
+
+
+def classification_dataset_names(data_dir: Optional[PathLike] = None) -> list[str]:
+    """Training dataset names: ``gmt/<file>``, ``relations/<type>/<name>``, ``sst2``, ``tense``.
+
+    Example:
+        >>> "gmt/cities" in classification_dataset_names()
+        True
+    """
+    return ([f"gmt/{g}" for g in GMT_FILES] + [f"relations/{r}" for r in relation_names(data_dir)] + ["sst2", "tense"])
+
+
+def _normalize_name(name: str) -> str:
+    name = str(name).strip().strip("/")
+    return name[len("classification/"):] if name.startswith("classification/") else name
+
+
+def _is_heldout(name: str) -> bool:
+    head = _normalize_name(name).split("/", 1)[0]
+    return head in HELDOUT_GROUPS or bool(re.match(r"^\d+_", head))
+
+
+def _resolve_train_datasets(datasets: Optional[Sequence[str]], data_dir) -> dict[str, list[str]]:
+    """Group -> dataset names, refusing held-out sets and unknown names."""
+    known = classification_dataset_names(data_dir)
+    wanted = list(TRAIN_GROUPS) if datasets is None else list(datasets)
+    if isinstance(datasets, str):
+        wanted = [datasets]
+    groups: dict[str, list[str]] = {}
+    for name in map(_normalize_name, wanted):
+        if _is_heldout(name):
+            raise InputError(f"classification/{name} is held out for evaluation and is never used for training: "
+                             f"use build_heldout_classification() to evaluate on it")
+        matches = [k for k in known if k == name or k.startswith(name.rstrip("/") + "/")]
+        if not matches:
+            raise InputError(f"unknown classification dataset {name!r}: use a group ({', '.join(TRAIN_GROUPS)}) "
+                             f"or a name from classification_dataset_names()")
+        for m in matches:
+            group = m.split("/", 1)[0]
+            if m not in groups.setdefault(group, []):
+                groups[group].append(m)
+    return groups
+
+
+# ---------------------------------------------------------------- per-dataset question makers
+
+Sample = tuple[str, str, str]   # (text, question, class of the text)
+
+
+class _EmptySplit(InputError):
+    """A training dataset has no rows in the requested split."""
+
+
+def _make_sampler(root: str, name: str, split: str) -> Callable[[random.Random, bool], Sample]:
+    """A function ``(rng, want_yes) -> (text, question, class)`` for one training dataset and split."""
+    q = _questions(root)
+    if name.startswith("gmt/"):
+        rows = [r for r in _gmt_rows(root, name[4:]) if split_of(r[0], salt="gmt") == split]
+        by_label = {1: [r for r in rows if r[1] == 1], 0: [r for r in rows if r[1] == 0]}
+        if not by_label[0] or not by_label[1]:
+            raise _EmptySplit(f"classification/{name} has no true or no false statements in split {split!r}")
+
+        def gmt(rng: random.Random, want_yes: bool) -> Sample:
+            text, label = rng.choice(by_label[1 if want_yes else 0])
+            return text, rng.choice(q["geometry_of_truth"]), "true" if label else "false"
+        return gmt
+    if name.startswith("relations/"):
+        templates, samples = _relation(root, name[len("relations/"):])
+        objects = sorted({o for _, o in samples})
+        mine = [s for s in samples if split_of(f"{name}:{s[0]}", salt="relations") == split]
+        if not mine or len(objects) < 2:
+            raise _EmptySplit(f"classification/{name} has too few samples for split {split!r}")
+
+        def relation(rng: random.Random, want_yes: bool) -> Sample:
+            subject, obj = rng.choice(mine)
+            if not want_yes:
+                obj = rng.choice([o for o in objects if o != obj])
+            text = rng.choice(templates).format(subject) + f" {obj}."
+            return text, rng.choice(q["relations"]), "true" if want_yes else "false"
+        return relation
+    if name == "sst2":
+        rows = _sst2_rows(root, "train" if split == "train" else "dev")
+
+        def sst2(rng: random.Random, want_yes: bool) -> Sample:
+            text, label = rng.choice(rows)
+            asked = label if want_yes else ("negative" if label == "positive" else "positive")
+            return text, rng.choice(q["sst2"][asked]), label
+        return sst2
+    if name == "tense":
+        rows = [r for r in _tense_rows(root) if split_of(r[0], salt="tense") == split]
+
+        def tense(rng: random.Random, want_yes: bool) -> Sample:
+            text, label = rng.choice(rows)
+            asked = label if want_yes else rng.choice([t for t in TENSES if t != label])
+            return text, rng.choice(q["tense"]).format(asked), label
+        return tense
+    raise InputError(f"unknown classification dataset {name!r}: use a name from classification_dataset_names()")
+
+
+def choose_positions(rng: random.Random, n_tokens: int, position: str = "mixed", max_window: int = 20) -> list[int]:
+    """Read positions at the end of an ``n_tokens`` context.
+
+    ``"last"``: the last token; ``"near_end"``: one of the last 3; ``"window"``: 2..max_window tokens
+    ending at the last; ``"full"``: every token (at most 50, the last ones); ``"mixed"``: near_end or window.
+
+    Example:
+        >>> choose_positions(random.Random(0), 10, "last"), choose_positions(random.Random(0), 3, "full")
+        ([9], [0, 1, 2])
+    """
+    if n_tokens < 1:
+        raise InputError("cannot choose positions in an empty context")
+    if position == "mixed":
+        position = rng.choice(("near_end", "window"))
+    if position == "last":
+        return [n_tokens - 1]
+    if position == "near_end":
+        return [n_tokens - 1 - rng.randint(0, min(2, n_tokens - 1))]
+    if position == "window":
+        k = rng.randint(min(2, n_tokens), max(min(2, n_tokens), min(max_window, MAX_POSITIONS, n_tokens)))
+        return list(range(n_tokens - k, n_tokens))
+    if position == "full":
+        return list(range(max(0, n_tokens - MAX_POSITIONS), n_tokens))
+    raise InputError(f"unknown position mode {position!r}: use last, near_end, window, full or mixed")
+
+
+def build_classification(
+    tokenizer,
+    n_layers: int,
+    n: int,
+    seed: int,
+    data_dir: Optional[PathLike] = None,
+    split: str = "train",
+    *,
+    datasets: Optional[Sequence[str]] = None,
+    group_weights: Optional[dict[str, float]] = None,
+    max_context_tokens: int = 64,
+    position: str = "mixed",
+    max_window: int = 20,
+) -> list[OracleExample]:
+    """``n`` balanced yes/no examples over the training groups (equal weight per group by default,
+    uniform over the files of a group). ``datasets``: groups or names to restrict to; naming a held-out
+    set (``singular_plural``, ``engels/...``) raises InputError. The eval split holds texts hashed out
+    of training (SST-2: its dev file).
+
+    Example:
+        >>> ex = build_classification(tok, 30, n=1, seed=0)[0]                       # doctest: +SKIP
+        >>> ex.question, ex.answer                                                  # doctest: +SKIP
+        ("Answer with 'Yes' or 'No' only. Is this statement true?", 'No')
+    """
+    n, split = check_n(n), check_split(split)
+    root = str(resolve_data_dir(data_dir))
+    groups = _resolve_train_datasets(datasets, root)
+    if group_weights is None:
+        weights = {g: 1.0 for g in groups}
+    else:
+        weights = {g: float(group_weights.get(g, 0.0)) for g in groups}
+    if sum(weights.values()) <= 0:
+        raise InputError(f"group_weights {group_weights} give no weight to the chosen groups {sorted(groups)}")
+    rng = make_rng(seed, f"{FAMILY}:{split}")
+    samplers: dict[str, Callable] = {}
+    plan: list[str] = []
+    for group, count in (allocate(n, weights) if n else {}).items():
+        if count == 0:
+            continue
+        for name in groups[group]:
+            try:
+                samplers[name] = _make_sampler(root, name, split)
+            except _EmptySplit as e:   # a small relations file may have no subject hashed into a split
+                log.debug("skipping %s: %s", name, e)
+        names = [nm for nm in groups[group] if nm in samplers]
+        if not names:
+            raise InputError(f"the classification group {group} has no data in split {split!r}")
+        plan += [rng.choice(names) for _ in range(count)]
+    answers = balanced_bools(rng, len(plan))
+    out: list[OracleExample] = []
+    for name, want_yes in zip(plan, answers):
+        for _ in range(100):
+            text, question, cls = samplers[name](rng, want_yes)
+            ids = tokenize_text(tokenizer, text)
+            if 0 < len(ids) <= max_context_tokens:
+                break
+        else:
+            raise InputError(f"classification/{name} has no texts within {max_context_tokens} tokens: "
+                             f"raise max_context_tokens")
+        out.append(OracleExample(
+            family=FAMILY, context_ids=ids, positions=choose_positions(rng, len(ids), position, max_window), layer=-1,
+            question=YES_NO_PREFIX + question, answer=YES if want_yes else NO, dataset=name,
+            meta={"split": split, "label": int(want_yes), "class": cls, "text": text},
+        ))
+    rng.shuffle(out)
+    for ex, layer in zip(out, balanced_layers(rng, len(out), n_layers)):
+        ex.layer = layer
+    log.info("built %d classification examples (%s split) over %s", len(out), split, sorted(groups))
+    return out
+
+
+# ---------------------------------------------------------------- held-out evaluation sets
+
+def _engels_key(stem: str) -> str:
+    """question.json key of an engels file stem.
+
+    Example:
+        >>> _engels_key("59_wikidata_occupation_isjournalist")
+        'wikidata_isjournalist'
+    """
+    return re.sub(r"^\d+_", "", stem).lower().replace("occupation_", "")
+
+
+def heldout_dataset_names(data_dir: Optional[PathLike] = None) -> list[str]:
+    """The held-out evaluation sets present: ``singular_plural`` and ``engels/<file stem>``.
+
+    Example:
+        >>> heldout_dataset_names()[:2]
+        ['singular_plural', 'engels/139_news_class_Politics']
+    """
+    root = resolve_data_dir(data_dir) / "classification"
+    names = ["singular_plural"] if (root / "singular_plural" / "singular_plural.csv").is_file() else []
+    engels = sorted((root / "engels").glob("*.csv"))
+    return names + [f"engels/{p.stem}" for p in engels]
+
+
+def _heldout_rows(root: str, dataset: str) -> tuple[list[tuple[str, int]], dict[int, list[str]], list[str]]:
+    """(rows (text, class index), class index -> question paraphrases, class names)."""
+    q = _questions(root)
+    if dataset == "singular_plural":
+        rows = _read_csv(data_file(root, "classification/singular_plural/singular_plural.csv"))
+        classes = ["single", "multiple"]
+        data = [(r["sentence"].strip(), classes.index(r["n_subjects"].strip())) for r in rows
+                if r.get("n_subjects", "").strip() in classes]
+        return data, {i: list(q["singular_plural"][c]) for i, c in enumerate(classes)}, classes
+    stem = dataset.split("/", 1)[1]
+    key = _engels_key(stem)
+    if key not in q.get("engels", {}):
+        raise InputError(f"no question templates for engels set {stem!r} in paraphrases/question.json")
+    pos_name, neg_name = list(q["engels"][key])[:2]
+    rows = _read_csv(data_file(root, f"classification/engels/{stem}.csv"))
+    data = [(r["prompt"].strip(), 0 if str(r["target"]).strip() == "1" else 1) for r in rows
+            if r.get("prompt", "").strip() and str(r.get("target")).strip() in ("0", "1")]
+    return data, {0: list(q["engels"][key][pos_name]), 1: list(q["engels"][key][neg_name])}, [pos_name, neg_name]
+
+
+def build_heldout_classification(
+    tokenizer,
+    n_layers: int,
+    dataset: str,
+    n: int = 200,
+    seed: int = 0,
+    data_dir: Optional[PathLike] = None,
+    position: str = "last",
+    *,
+    max_context_tokens: int = 128,
+    layers: Optional[Union[int, Sequence[int]]] = None,
+) -> list[OracleExample]:
+    """``n`` balanced held-out yes/no examples (a quarter per text class x answer) from one set of
+    :func:`heldout_dataset_names`. ``position``: ``"last"`` (the last token) or ``"full"`` (every token,
+    the last 50 at most). Texts longer than ``max_context_tokens`` are skipped. ``layers``: a layer or
+    list of layers to cycle through (default: the three depths, one third each).
+
+    Example:
+        >>> exs = build_heldout_classification(tok, 30, "singular_plural", n=4)       # doctest: +SKIP
+        >>> sorted(e.answer for e in exs)                                            # doctest: +SKIP
+        ['No', 'No', 'Yes', 'Yes']
+    """
+    n = check_n(n)
+    if position not in ("last", "full"):
+        raise InputError(f"unknown held-out position mode {position!r}: use last or full")
+    root = str(resolve_data_dir(data_dir))
+    names = heldout_dataset_names(root)
+    if dataset not in names:
+        aliases = {nm.split("/", 1)[-1]: nm for nm in names}
+        aliases.update({_engels_key(nm.split("/", 1)[-1]): nm for nm in names if nm.startswith("engels/")})
+        if dataset not in aliases:
+            raise InputError(f"unknown held-out dataset {dataset!r}: use one of {', '.join(names)}")
+        dataset = aliases[dataset]
+    rows, questions, classes = _heldout_rows(root, dataset)
+    rng = make_rng(seed, f"heldout:{dataset}")
+    by_class: dict[int, list[str]] = {0: [], 1: []}
+    for text, c in rows:
+        by_class[c].append(text)
+    for c in by_class:
+        rng.shuffle(by_class[c])
+    # a quarter of the examples per (text class, answer)
+    plan = [(i % 2, (i // 2) % 2 == 0) for i in range(n)]
+    cursor = {0: 0, 1: 0}
+    out: list[OracleExample] = []
+    for c, want_yes in plan:
+        while True:
+            if cursor[c] >= len(by_class[c]):
+                raise InputError(f"{dataset} has too few '{classes[c]}' texts within {max_context_tokens} tokens for "
+                                 f"n={n}: lower n or raise max_context_tokens")
+            text = by_class[c][cursor[c]]
+            cursor[c] += 1
+            ids = tokenize_text(tokenizer, text)
+            if 0 < len(ids) <= max_context_tokens:
+                break
+        asked = c if want_yes else 1 - c
+        out.append(OracleExample(
+            family=FAMILY, context_ids=ids, positions=choose_positions(rng, len(ids), position), layer=-1,
+            question=YES_NO_PREFIX + rng.choice(questions[asked]), answer=YES if want_yes else NO, dataset=dataset,
+            meta={"split": "heldout", "label": int(want_yes), "class": classes[c], "text": text, "position": position},
+        ))
+    rng.shuffle(out)
+    if layers is None:
+        chosen = balanced_layers(rng, len(out), n_layers)
+    else:
+        cycle = [int(layers)] if isinstance(layers, int) else [int(x) for x in layers]
+        if not cycle or any(not 0 <= x < n_layers for x in cycle):
+            raise InputError(f"layers {layers} must be block indices in 0..{n_layers - 1}")
+        chosen = [cycle[i % len(cycle)] for i in range(len(out))]
+    for ex, layer in zip(out, chosen):
+        ex.layer = layer
+    log.info("built %d held-out examples from %s (%s)", len(out), dataset, position)
+    return out

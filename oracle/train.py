@@ -1,0 +1,495 @@
+"""Train an oracle: LoRA on a copy of the base model, reading target activations injected at the
+placeholder tokens of the oracle prompt. Resumable, logged, evaluated on held-out data as it goes."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import platform
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from hooks.errors import CheckpointError, InputError
+from hooks.models import LoadedModel, adapters_disabled, load_model
+from hooks.store import ActivationStore, DocActs, StoreWriter
+
+from .batching import capture_contexts, make_oracle_batch, target_vectors
+from .card import OracleCard, write_card
+from .tasks.base import OracleExample, save_examples, load_examples, source_layers
+
+log = logging.getLogger(__name__)
+
+TRAIN_STATE = "train_state"
+
+
+@dataclass
+class TrainConfig:
+    """One oracle training job. Drives ``ao train`` and is saved in the checkpoint card.
+
+    Example:
+        >>> cfg = TrainConfig(out="runs/oracle", n_examples=64, steps=4)
+        >>> cfg.total_steps
+        4
+    """
+
+    out: str = "checkpoints/oracle-smollm2-135m"
+    model: str = "smollm2-135m"
+    n_examples: int = 6000
+    mix: dict = field(default_factory=lambda: {"context_prediction": 0.4, "classification": 0.4, "latentqa": 0.2})
+    steps: Optional[int] = None          # default: one pass over the examples
+    batch_size: int = 16
+    lr: float = 5e-4
+    warmup_steps: int = 50
+    weight_decay: float = 0.0
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    injection_layer: int = 1
+    coef: float = 1.0
+    placeholder: str = " ?"
+    activations: str = "store"           # "store" (captured once into HDF5) or "on_the_fly"
+    store_dir: Optional[str] = None      # default: runs/acts-<out name>
+    max_context_tokens: int = 64
+    eval_every: int = 200
+    eval_examples: int = 64
+    save_every: int = 200
+    seed: int = 0
+    device: str = "cpu"
+    precision: str = "auto"              # "auto" | "bf16" | "fp32"
+    data_dir: Optional[str] = None
+    examples_file: Optional[str] = None  # reuse a saved example list (JSONL) instead of building one
+    onpolicy_chats: Optional[str] = None  # JSON cache of chats written by the base model
+
+    def __post_init__(self) -> None:
+        if self.activations not in ("store", "on_the_fly"):
+            raise InputError(f"--activations must be store or on_the_fly, not {self.activations!r}")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise InputError(f"--precision must be auto, bf16 or fp32, not {self.precision!r}")
+        for name in ("n_examples", "batch_size", "lora_r", "eval_every", "save_every", "max_context_tokens"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.steps is not None and self.steps < 1:
+            raise InputError("--steps must be at least 1")
+        if not 0 < self.lr < 1:
+            raise InputError(f"--lr {self.lr} is not a sensible learning rate (try 5e-4)")
+
+    @property
+    def total_steps(self) -> int:
+        """Optimizer steps of the whole run."""
+        return self.steps if self.steps is not None else max(1, math.ceil(self.n_examples / self.batch_size))
+
+    @property
+    def store_path(self) -> Path:
+        """Where target activations are cached (outside the checkpoint folder: it can be large)."""
+        return Path(self.store_dir) if self.store_dir else Path("runs") / f"acts-{Path(self.out).name}"
+
+
+def use_bf16(config: TrainConfig, device: torch.device) -> bool:
+    """bf16 autocast where it pays: always on CUDA, on CPU only with native bf16 support."""
+    if config.precision != "auto":
+        return config.precision == "bf16"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.backends.cpu.get_cpu_capability() in ("AVX512_BF16", "AMX")) or \
+            "amx" in open("/proc/cpuinfo").read(200000)
+    except OSError:
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def build_examples(config: TrainConfig, lm: LoadedModel, split: str = "train", n: Optional[int] = None,
+                   seed: Optional[int] = None) -> list[OracleExample]:
+    """The training mix (or its eval split) for ``config``."""
+    from .tasks.mix import build_training_mix
+
+    chats = None
+    if config.onpolicy_chats:
+        from .tasks.onpolicy import load_onpolicy_chats
+
+        chats = load_onpolicy_chats(config.onpolicy_chats)
+    return build_training_mix(lm.tokenizer, lm.n_layers, n or config.n_examples, seed if seed is not None else config.seed,
+                              data_dir=config.data_dir, weights=dict(config.mix), onpolicy_chats=chats, split=split)
+
+
+def capture_example_store(lm: LoadedModel, examples: Sequence[OracleExample], path: Path, batch_size: int = 32,
+                          progress: bool = False) -> ActivationStore:
+    """Capture, once, each example's positions at the three source layers into an HDF5 store (resumable).
+
+    Document ``i`` of the store is example ``i``; its rows are the example's positions.
+    """
+    layers = sorted({ex.layer for ex in examples} | set(source_layers(lm.n_layers)))
+    opts = {"kind": "oracle-examples", "n_examples": len(examples),
+            "examples_hash": _examples_hash(examples)}
+    resume = (path / "manifest.json").exists()
+    with StoreWriter(path, model_spec=lm.spec, weights_hash=lm.weights_hash, tokenizer_name=lm.spec,
+                     d_model=lm.d_model, layers=layers, dtype="bfloat16", capture_options=opts, docs_per_shard=512,
+                     resume=resume) as writer:
+        pending = writer.pending_shards(len(examples))
+        bar = _bar(sum(b - a for _, a, b in pending), "capture targets", progress)
+        for shard, start, stop in pending:
+            docs = []
+            for s in range(start, stop, batch_size):
+                chunk = examples[s:min(stop, s + batch_size)]
+                acts = capture_contexts(lm, [e.context_ids for e in chunk], layers)
+                for j, ex in enumerate(chunk):
+                    pos = torch.as_tensor(ex.positions)
+                    docs.append(DocActs(tokens=_np([ex.context_ids[p] for p in ex.positions]),
+                                        positions=_np(ex.positions), acts={L: acts[L][j, pos] for L in layers}))
+                if bar:
+                    bar.update(len(chunk))
+            writer.write_shard(shard, start, docs)
+        if bar:
+            bar.close()
+    return ActivationStore(path)
+
+
+def _np(x):
+    import numpy as np
+
+    return np.asarray(x, dtype=np.int32)
+
+
+def _examples_hash(examples: Sequence[OracleExample]) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for ex in examples:
+        h.update(json.dumps([ex.context_ids, ex.positions, ex.layer], separators=(",", ":")).encode())
+    return h.hexdigest()[:16]
+
+
+def _bar(total: int, desc: str, enabled: bool):
+    if not enabled or total == 0:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, dynamic_ncols=True)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def length_grouped_order(lengths: Sequence[int], batch_size: int, seed: int) -> list[list[int]]:
+    """Shuffle, then sort by length inside mega-batches of 32 batches, then shuffle the batches:
+    little padding, still random.
+
+    Example:
+        >>> sum(len(b) for b in length_grouped_order([5, 1, 9, 3, 4], 2, seed=0))
+        5
+    """
+    rng = random.Random(seed)
+    idx = list(range(len(lengths)))
+    rng.shuffle(idx)
+    mega = batch_size * 32
+    batches = []
+    for s in range(0, len(idx), mega):
+        chunk = sorted(idx[s:s + mega], key=lambda i: lengths[i])
+        batches += [chunk[j:j + batch_size] for j in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+class _LoraModel:
+    """Helpers to attach a fresh trainable LoRA adapter named "oracle"."""
+
+    @staticmethod
+    def attach(lm: LoadedModel, config: TrainConfig) -> None:
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                          target_modules="all-linear", task_type="CAUSAL_LM")
+        lm.model = get_peft_model(lm.model, lora, adapter_name="oracle")
+        lm.adapters["oracle"] = "(training)"
+
+
+def _lr_at(step: int, config: TrainConfig) -> float:
+    total = config.total_steps
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, total - config.warmup_steps)
+    return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def oracle_loss(lm: LoadedModel, batch, config: TrainConfig, bf16: bool) -> torch.Tensor:
+    """Mean token cross-entropy of the answers, with the activations injected."""
+    from hooks.inject import inject_at
+
+    device = lm.device
+    batch = batch.to(device)
+    ctx = torch.autocast(device_type=device.type, dtype=torch.bfloat16) if bf16 else _null()
+    with ctx, inject_at(lm.model, config.injection_layer, batch.rows_N, batch.positions_N, batch.vectors_ND, config.coef):
+        out = lm.model(input_ids=batch.tokens_BL, attention_mask=batch.mask_BL, position_ids=batch.position_ids_BL,
+                       use_cache=False)
+    logits = out.logits[:, :-1].float()
+    labels = batch.labels_BL[:, 1:]
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def _vectors_for(lm: LoadedModel, store: Optional[ActivationStore], idx: Sequence[int],
+                 examples: Sequence[OracleExample]) -> list[torch.Tensor]:
+    exs = [examples[i] for i in idx]
+    if store is not None:
+        return [store.doc_acts(i, ex.layer) for i, ex in zip(idx, exs)]
+    with adapters_disabled(lm.model):
+        return target_vectors(lm, [e.context_ids for e in exs], [e.positions for e in exs], [e.layer for e in exs])
+
+
+def make_batch(lm: LoadedModel, config: TrainConfig, examples, idx, store):
+    vecs = _vectors_for(lm, store, idx, examples)
+    exs = [examples[i] for i in idx]
+    return make_oracle_batch(lm.tokenizer, vecs, [e.layer for e in exs], [e.question for e in exs],
+                             [e.answer for e in exs], config.placeholder)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpointing (safetensors only)
+
+
+def save_train_state(lm: LoadedModel, optimizer: torch.optim.Optimizer, step: int, out: Path, log_rows: list) -> None:
+    """Adapter + optimizer moments + step, atomically (write into a tmp folder, then rename)."""
+    from safetensors.torch import save_file
+
+    final = out / TRAIN_STATE
+    tmp = out / (TRAIN_STATE + ".tmp")
+    if tmp.exists():
+        _rmtree(tmp)
+    tmp.mkdir(parents=True)
+    lm.model.save_pretrained(str(tmp / "adapter"), selected_adapters=["oracle"], safe_serialization=True)
+    tensors = {}
+    names = {id(p): n for n, p in lm.model.named_parameters() if p.requires_grad}
+    for p, st in optimizer.state.items():
+        n = names[id(p)]
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"{n}::{k}"] = v.detach().cpu().contiguous()
+    save_file(tensors, str(tmp / "optimizer.safetensors"))
+    (tmp / "state.json").write_text(json.dumps({"step": step, "log": log_rows}))
+    if final.exists():
+        old = out / (TRAIN_STATE + ".old")
+        final.rename(old)
+        tmp.rename(final)
+        _rmtree(old)
+    else:
+        tmp.rename(final)
+
+
+def load_train_state(lm: LoadedModel, optimizer: torch.optim.Optimizer, out: Path) -> tuple[int, list]:
+    """Restore what :func:`save_train_state` wrote; returns (step, log rows)."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    folder = out / TRAIN_STATE
+    adapter_file = folder / "adapter" / "oracle" / "adapter_model.safetensors"
+    if not adapter_file.exists():
+        adapter_file = folder / "adapter" / "adapter_model.safetensors"
+    if not adapter_file.exists():
+        raise CheckpointError(f"{folder} has no adapter_model.safetensors: delete it to start over")
+    set_peft_model_state_dict(lm.model, load_file(str(adapter_file)), adapter_name="oracle")
+    moments = load_file(str(folder / "optimizer.safetensors"))
+    params = {n: p for n, p in lm.model.named_parameters() if p.requires_grad}
+    for key, v in moments.items():
+        n, k = key.rsplit("::", 1)
+        if n not in params:
+            raise CheckpointError(f"optimizer state names {n}, which the model lacks: delete {folder} to start over")
+        optimizer.state[params[n]][k] = v.to(params[n].device)
+    state = json.loads((folder / "state.json").read_text())
+    return int(state["step"]), list(state.get("log", []))
+
+
+def _rmtree(p: Path) -> None:
+    import shutil
+
+    shutil.rmtree(p, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def train_oracle(
+    config: TrainConfig,
+    lm: Optional[LoadedModel] = None,
+    examples: Optional[list[OracleExample]] = None,
+    eval_fn: Optional[Callable[[LoadedModel], dict]] = None,
+    progress: bool = False,
+    stop_after: Optional[int] = None,
+) -> dict:
+    """Run (or resume) a training job; writes the adapter, ``oracle.json``, ``train_log.jsonl`` and
+    ``loss.png`` into ``config.out``. ``stop_after`` ends early after that many steps of this call
+    (tests use it to simulate a crash). Returns the summary dict written into the card.
+    """
+    torch.manual_seed(config.seed)
+    started = time.perf_counter()
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if lm is None:
+        lm = load_model(config.model, device=config.device)
+    if examples is None:
+        ex_file = Path(config.examples_file) if config.examples_file else \
+            config.store_path.parent / f"examples-{Path(config.out).name}.jsonl"
+        if ex_file.exists():
+            examples = load_examples(ex_file)
+        else:
+            examples = build_examples(config, lm)
+            save_examples(examples, ex_file)
+    if not examples:
+        raise InputError("no training examples: check --data-dir")
+    d_model = lm.d_model
+    store = None
+    if config.activations == "store":
+        store = capture_example_store(lm, examples, config.store_path, progress=progress)
+        if store.n_docs != len(examples):
+            raise CheckpointError(f"activation store {config.store_path} does not match the examples: delete it")
+    _LoraModel.attach(lm, config)
+    lm.model.train()
+    params = [p for p in lm.model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    step, log_rows = 0, []
+    if (out / TRAIN_STATE).exists():
+        step, log_rows = load_train_state(lm, optimizer, out)
+        log.info("resumed at step %d", step)
+    device = lm.device
+    bf16 = use_bf16(config, device)
+    lengths = [len(e.question) // 3 + len(e.positions) + len(e.answer) // 3 for e in examples]
+    order: list[list[int]] = []
+    epoch = 0
+    while len(order) < config.total_steps:
+        order += length_grouped_order(lengths, config.batch_size, config.seed + epoch)
+        epoch += 1
+    bar = _bar(config.total_steps, "train", progress)
+    if bar:
+        bar.update(step)
+    log_path = out / "train_log.jsonl"
+    t_last, n_last, done_here = time.perf_counter(), 0, 0
+    while step < config.total_steps:
+        idx = order[step]
+        torch.manual_seed(config.seed * 1_000_003 + step)
+        batch = make_batch(lm, config, examples, idx, store)
+        for g in optimizer.param_groups:
+            g["lr"] = _lr_at(step, config)
+        loss = oracle_loss(lm, batch, config, bf16)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        step += 1
+        done_here += 1
+        n_last += len(idx)
+        row = {"step": step, "loss": round(float(loss), 5), "lr": optimizer.param_groups[0]["lr"]}
+        if step % 10 == 0 or step == config.total_steps:
+            now = time.perf_counter()
+            row["examples_per_s"] = round(n_last / max(now - t_last, 1e-9), 2)
+            t_last, n_last = now, 0
+        if eval_fn is not None and (step % config.eval_every == 0 or step == config.total_steps):
+            lm.model.eval()
+            row["eval"] = eval_fn(lm)
+            lm.model.train()
+            log.info("step %d eval %s", step, row["eval"])
+        log_rows.append(row)
+        if bar:
+            bar.update(1)
+            bar.set_postfix_str(f"loss {float(loss):.3f}" + (f" {row['examples_per_s']:.1f} ex/s" if "examples_per_s" in row else ""))
+        if step % config.save_every == 0 or step == config.total_steps:
+            save_train_state(lm, optimizer, step, out, log_rows)
+            _write_log(log_path, log_rows)
+        if stop_after is not None and done_here >= stop_after and step < config.total_steps:
+            save_train_state(lm, optimizer, step, out, log_rows)
+            _write_log(log_path, log_rows)
+            if bar:
+                bar.close()
+            return {"stopped_at": step}
+    if bar:
+        bar.close()
+    lm.model.eval()
+    lm.model.save_pretrained(str(out / "_adapter_tmp"), selected_adapters=["oracle"], safe_serialization=True)
+    _promote_adapter(out)
+    _write_log(log_path, log_rows)
+    plot_loss(log_rows, out / "loss.png")
+    from .tasks.mix import summarize
+
+    summary = {
+        "steps": step, "examples": len(examples), "wall_time_s": round(time.perf_counter() - started, 1),
+        "data": summarize(examples), "final_loss": log_rows[-1]["loss"] if log_rows else None,
+        "hardware": _hardware(device), "bf16": bf16,
+        "last_eval": next((r["eval"] for r in reversed(log_rows) if "eval" in r), None),
+    }
+    card = OracleCard(base_model=config.model, base_weights_hash=lm.weights_hash, d_model=d_model,
+                      source_layers=source_layers(lm.n_layers), injection_layer=config.injection_layer,
+                      placeholder=config.placeholder, coef=config.coef, train_config=dataclasses.asdict(config),
+                      training=summary)
+    write_card(out, card)
+    _rmtree(out / TRAIN_STATE)
+    return summary
+
+
+def _promote_adapter(out: Path) -> None:
+    """Move the saved adapter files to the checkpoint root (PEFT nests non-default adapter names)."""
+    tmp = out / "_adapter_tmp"
+    src = tmp / "oracle" if (tmp / "oracle").is_dir() else tmp
+    for name in ("adapter_model.safetensors", "adapter_config.json"):
+        os.replace(src / name, out / name)
+    _rmtree(tmp)
+
+
+def _write_log(path: Path, rows: list) -> None:
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    os.replace(tmp, path)
+
+
+def _hardware(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores"
+
+
+def plot_loss(rows: list, path: Path) -> None:
+    """PNG loss curve (raw and smoothed), with eval accuracy on a second axis when logged."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not rows:
+        return
+    steps = [r["step"] for r in rows]
+    loss = [r["loss"] for r in rows]
+    k = max(1, len(loss) // 50)
+    smooth = [sum(loss[max(0, i - k):i + 1]) / len(loss[max(0, i - k):i + 1]) for i in range(len(loss))]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(steps, loss, alpha=0.3, label="loss")
+    ax.plot(steps, smooth, label=f"loss (mean of {k + 1})")
+    ax.set_xlabel("step")
+    ax.set_ylabel("answer cross-entropy")
+    evals = [(r["step"], r["eval"].get("heldout_accuracy")) for r in rows if isinstance(r.get("eval"), dict)
+             and r["eval"].get("heldout_accuracy") is not None]
+    if evals:
+        ax2 = ax.twinx()
+        ax2.plot([s for s, _ in evals], [a for _, a in evals], "o-", color="tab:green", label="held-out accuracy")
+        ax2.set_ylabel("held-out yes/no accuracy")
+        ax2.set_ylim(0, 1)
+        ax2.legend(loc="upper right")
+    ax.legend(loc="upper left")
+    ax.set_title("oracle training")
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
