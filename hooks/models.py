@@ -207,6 +207,7 @@ def _write_gguf_cache(folder: Path, model: nn.Module, tokenizer, gguf: Path) -> 
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}-", dir=folder.parent))
+        tmp.chmod(0o755)
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / CACHE_MARKER).write_text(json.dumps(

@@ -66,6 +66,8 @@ class TrainConfig:
     data_dir: Optional[str] = None
     examples_file: Optional[str] = None  # reuse a saved example list (JSONL) instead of building one
     onpolicy_chats: Optional[str] = None  # JSON cache of chats written by the base model
+    onpolicy: int = 512                   # chats the base model writes (once, cached) when no cache is given
+    time_budget_s: Optional[float] = None  # fit the run into this many seconds of training (steps cut after a speed probe)
 
     def __post_init__(self) -> None:
         if self.activations not in ("store", "on_the_fly"):
@@ -112,11 +114,15 @@ def build_examples(config: TrainConfig, lm: LoadedModel, split: str = "train", n
     """The training mix (or its eval split) for ``config``."""
     from .tasks.mix import build_training_mix
 
+    from .tasks.onpolicy import default_onpolicy_prompts, generate_onpolicy_chats, load_onpolicy_chats
+
     chats = None
     if config.onpolicy_chats:
-        from .tasks.onpolicy import load_onpolicy_chats
-
         chats = load_onpolicy_chats(config.onpolicy_chats)
+    elif config.onpolicy > 0:
+        cache = config.store_path.parent / f"onpolicy-{Path(config.model).name}.json"
+        prompts = default_onpolicy_prompts(config.data_dir, n=config.onpolicy, seed=config.seed)
+        chats = generate_onpolicy_chats(lm, prompts, cache, batch_size=64 if lm.device.type == "cuda" else 16)
     return build_training_mix(lm.tokenizer, lm.n_layers, n or config.n_examples, seed if seed is not None else config.seed,
                               data_dir=config.data_dir, weights=dict(config.mix), onpolicy_chats=chats, split=split)
 
@@ -378,7 +384,17 @@ def train_oracle(
         bar.update(step)
     log_path = out / "train_log.jsonl"
     t_last, n_last, done_here = time.perf_counter(), 0, 0
+    loop_start = time.perf_counter()
     while step < config.total_steps:
+        if config.time_budget_s and done_here == 20:
+            rate = 20 / max(time.perf_counter() - loop_start, 1e-9)
+            fit = step + int((config.time_budget_s - (time.perf_counter() - loop_start)) * rate)
+            if fit < config.total_steps:
+                log.warning("time budget %.0fs: cutting the run from %d to %d steps (%.2f steps/s)",
+                            config.time_budget_s, config.total_steps, fit, rate)
+                config.steps = max(step + 1, fit)
+                if bar:
+                    bar.total = config.total_steps
         idx = order[step]
         torch.manual_seed(config.seed * 1_000_003 + step)
         batch = make_batch(lm, config, examples, idx, store)
