@@ -6,8 +6,11 @@ explicitly so left and right padding give the same result, and only real tokens 
 """
 from __future__ import annotations
 
+import copy
+import itertools
 import logging
 import re
+import weakref
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional, Sequence
 
@@ -96,27 +99,31 @@ def _forward_torch(model: nn.Module, tokens_BL, mask_BL, layers: Sequence[int]) 
 
 
 def _forward_nnsight(model: nn.Module, tokens_BL, mask_BL, layers: Sequence[int]) -> dict[int, torch.Tensor]:
-    from nnsight import NNsight
-
-    wrapped = NNsight(model)
-    blocks = decoder_layers(model)
-    path = _module_path(model, blocks)
+    wrapped = _nnsight_for(model)
+    path = _module_path(model, decoder_layers(model))
     deepest = max(layers)
     saved = {}
     with wrapped.trace(input_ids=tokens_BL, attention_mask=mask_BL, position_ids=position_ids_from_mask(mask_BL),
                        use_cache=False) as tracer:
         envoy_blocks = _get_envoy(wrapped, path)
         for idx in sorted(set(layers)):
-            out = envoy_blocks[idx].output
-            saved[idx] = (out[0] if _returns_tuple(blocks[idx]) else out).save()
+            saved[idx] = envoy_blocks[idx].output.save()
         # nothing below the deepest block is needed: end the forward there
-        envoy_blocks[deepest].output
         tracer.stop()
-    return {idx: v.detach() for idx, v in saved.items()}
+    return {idx: block_output(v).detach() for idx, v in saved.items()}
 
 
-def _returns_tuple(block: nn.Module) -> bool:
-    return getattr(block, "_ao_returns_tuple", False)
+_NNSIGHT: "weakref.WeakKeyDictionary[nn.Module, object]" = weakref.WeakKeyDictionary()
+
+
+def _nnsight_for(model: nn.Module):
+    """One ``nnsight.NNsight`` wrapper per model (wrapping walks every module, so it is reused)."""
+    from nnsight import NNsight
+
+    wrapped = _NNSIGHT.get(model)
+    if wrapped is None:
+        wrapped = _NNSIGHT[model] = NNsight(model)
+    return wrapped
 
 
 def _module_path(model: nn.Module, target: nn.Module) -> str:
@@ -135,7 +142,7 @@ def _get_envoy(wrapped, path: str):
 
 def _forward_transformer_lens(model: nn.Module, tokens_BL, mask_BL, layers: Sequence[int], tokenizer=None):
     bridge = _bridge_for(model, tokenizer)
-    names = [f"blocks.{idx}.hook_resid_post" for idx in sorted(set(layers))]
+    names = {f"blocks.{idx}.hook_resid_post" for idx in set(layers)}
     _, cache = bridge.run_with_cache(
         tokens_BL, attention_mask=mask_BL, position_ids=position_ids_from_mask(mask_BL),
         names_filter=lambda name: name in names, stop_at_layer=max(layers) + 1,
@@ -143,17 +150,77 @@ def _forward_transformer_lens(model: nn.Module, tokens_BL, mask_BL, layers: Sequ
     return {idx: cache[f"blocks.{idx}.hook_resid_post"].detach() for idx in sorted(set(layers))}
 
 
-_BRIDGES: dict[int, object] = {}
+# model -> (adapter state, bridge). Weak keys: a bridge never outlives its model, and a new model
+# that happens to reuse a dead one's id() never gets the dead one's bridge.
+_BRIDGES: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
+
+
+def _adapter_state(model: nn.Module) -> tuple:
+    """Which PEFT adapters are active/disabled right now (``()`` for a plain model): a bridge is
+    rebuilt when this changes, since it runs on a copy of the module tree."""
+    if not hasattr(model, "peft_config"):
+        return ()
+    state = []
+    for module in model.modules():
+        if hasattr(module, "_disable_adapters") and hasattr(module, "active_adapters"):
+            state.append((bool(module.disable_adapters), tuple(module.active_adapters)))
+    return tuple(sorted(set(state)))
+
+
+def _shared_copy(model: nn.Module) -> nn.Module:
+    """A copy of the module tree that shares every parameter and buffer with ``model`` (no weight copy)."""
+    memo = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
+    return copy.deepcopy(model, memo)
+
+
+def _attn_impl(model: nn.Module) -> Optional[str]:
+    return getattr(getattr(model, "config", None), "_attn_implementation", None)
 
 
 def _bridge_for(model: nn.Module, tokenizer):
+    """A TransformerLens ``TransformerBridge`` over ``model``'s weights, cached per model.
+
+    ``TransformerBridge.boot_transformers(hf_model=...)`` rewires the model it is given (it swaps
+    the decoder blocks and attention modules for its own bridge components, which compute
+    attention eagerly) and switches it to eager attention. So the bridge is booted on a copy of
+    the module tree that shares the weights, and the user's model is left exactly as it was
+    (same modules, same attention implementation). The bridge needs a real Hugging Face
+    tokenizer. Its attention is the eager computation, so it equals the torch backend bitwise
+    on a model with eager attention, and to float rounding on an SDPA model.
+    """
     from transformer_lens.model_bridge import TransformerBridge
 
-    key = id(model)
-    if key not in _BRIDGES:
-        name = getattr(model.config, "_name_or_path", "") or type(model).__name__
-        _BRIDGES[key] = TransformerBridge.boot_transformers(name, hf_model=model, tokenizer=tokenizer)
-    return _BRIDGES[key]
+    state = _adapter_state(model)
+    cached = _BRIDGES.get(model)
+    if cached is not None and cached[0] == state:
+        return cached[1]
+    if tokenizer is None or not callable(getattr(tokenizer, "save_pretrained", None)):
+        raise InputError("the transformer_lens backend needs the model's Hugging Face tokenizer: "
+                         "pass tokenizer=lm.tokenizer, or use backend='torch'")
+    from .layers import unwrap
+
+    base = unwrap(model)
+    prev_impl = _attn_impl(base)
+    hf_copy = _shared_copy(base)
+    config = hf_copy.config
+    if not getattr(config, "architectures", None):  # models built from a config: name the class
+        config.architectures = [type(base).__name__]
+    name = getattr(config, "_name_or_path", "") or type(base).__name__
+    try:
+        bridge = TransformerBridge.boot_transformers(name, hf_model=hf_copy, tokenizer=tokenizer,
+                                                     device=str(base.get_input_embeddings().weight.device))
+    except (ValueError, NotImplementedError, KeyError) as e:
+        raise InputError(f"TransformerLens has no bridge for {type(base).__name__} ({str(e).splitlines()[0][:160]}): "
+                         "use --backend torch") from None
+    finally:
+        # the copy shares weights only; make sure nothing leaked onto the user's model
+        if _attn_impl(base) != prev_impl and prev_impl is not None:
+            if hasattr(base, "set_attn_implementation"):
+                base.set_attn_implementation(prev_impl)
+            else:
+                base.config._attn_implementation = prev_impl
+    _BRIDGES[model] = (state, bridge)
+    return bridge
 
 
 @torch.inference_mode()

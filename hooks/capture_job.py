@@ -81,6 +81,8 @@ class CaptureResult:
     layers: list[int]
     seconds: float
     skipped_docs: int = 0
+    rank: int = 0
+    world_size: int = 1
 
     @property
     def tokens_per_s(self) -> float:
@@ -158,18 +160,34 @@ def run_capture(
             n_rows += sum(len(c.tokens) for c in caps)
         bar.close()
     if world > 1:
-        _barrier()
+        _barrier(config.device)
         if rank == 0:
             merge_manifests(out, world_size=world)
-        _barrier()
+        _barrier(config.device)
     return CaptureResult(out=out, n_docs=len(docs_tokens), n_tokens_forward=n_fwd, n_rows_stored=n_rows,
-                         layers=layers, seconds=time.perf_counter() - started, skipped_docs=skipped)
+                         layers=layers, seconds=time.perf_counter() - started, skipped_docs=skipped,
+                         rank=rank, world_size=world)
 
 
-def _barrier() -> None:
+def _barrier(device: str = "cpu") -> None:
+    """Wait for every rank (``accelerate launch`` / ``torchrun`` sets WORLD_SIZE, RANK, MASTER_ADDR...).
+
+    A CPU capture synchronises over gloo (``PartialState(cpu=True)``); without it accelerate picks
+    no backend on a machine without GPUs and the barrier would silently do nothing.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        return
     from accelerate import PartialState
 
-    PartialState().wait_for_everyone()
+    on_cpu = str(device).startswith("cpu") or not torch.cuda.is_available()
+    state = PartialState(cpu=on_cpu)
+    if state.num_processes < 2:
+        raise StoreError("WORLD_SIZE > 1 but no process group could be set up: launch with "
+                         "`accelerate launch --multi_gpu --num_processes N` or `torchrun --nproc_per_node N`")
+    state.wait_for_everyone()
 
 
 class _progress:

@@ -54,8 +54,12 @@ def make_oracle_batch(
     answers: Optional[Sequence[str]] = None,
     placeholder: str = " ?",
     max_length: Optional[int] = None,
+    side: str = "left",
 ) -> OracleBatch:
-    """Build prompts (one per item, K = len(vectors[i])), left-pad them, and list the injection slots.
+    """Build prompts (one per item, K = len(vectors[i])), pad them, and list the injection slots.
+
+    ``side="left"`` for generation; training uses ``"right"`` (no fully-masked rows at the start of a
+    sequence, whose NaN attention outputs would poison the backward pass).
 
     With ``answers``, the answer tokens (and end-of-turn) are appended and become the only labels.
 
@@ -84,16 +88,17 @@ def make_oracle_batch(
         label_seqs.append(labels)
         slots.append(prompt.placeholder_positions)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    tokens_BL, mask_BL = pad_batch(seqs, pad_id, side="left")
+    tokens_BL, mask_BL = pad_batch(seqs, pad_id, side=side)
     width = tokens_BL.shape[1]
     labels_BL = None
     if answers is not None:
         labels_BL = torch.full_like(tokens_BL, IGNORE)
         for i, lab in enumerate(label_seqs):
-            labels_BL[i, width - len(lab):] = torch.as_tensor(lab)
+            start = width - len(lab) if side == "left" else 0
+            labels_BL[i, start:start + len(lab)] = torch.as_tensor(lab)
     rows, positions = [], []
     for i, (seq, pos) in enumerate(zip(seqs, slots)):
-        offset = width - len(seq)
+        offset = width - len(seq) if side == "left" else 0
         rows += [i] * len(pos)
         positions += [p + offset for p in pos]
     vectors_ND = torch.cat([v.float() for v in vectors], dim=0)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from hooks.capture_job import CaptureConfig, run_capture
 from hooks.store import ActivationStore
@@ -41,31 +42,33 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _capture(args: argparse.Namespace) -> int:
+    from hooks.errors import StoreError
+    from hooks.layers import resolve_layers
+    from hooks.models import load_model
+    from hooks.store import MANIFEST
+
     cfg = CaptureConfig(
         out=args.out, model=args.model, adapter=args.adapter, layers=args.layers, positions=args.positions,
         max_length=args.max_length, batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens,
         padding_side=args.padding_side, store_dtype=args.store_dtype, model_dtype=args.model_dtype,
         backend=args.backend, docs_per_shard=args.docs_per_shard, device=args.device, resume=args.resume,
     )
-    from hooks.models import load_model
-    from pathlib import Path
-
-    texts = load_texts(args.texts)  # fail on bad texts before loading the model
-    from hooks.layers import resolve_layers
-    from hooks.store import MANIFEST
-
+    # Every check that needs no model runs first, and nothing is written before the store opens:
+    # bad input leaves no folder and no file behind.
+    texts = load_texts(args.texts)
     if (Path(cfg.out) / MANIFEST).exists() and not cfg.resume:
-        from hooks.errors import StoreError
-
         raise StoreError(f"{cfg.out} already holds a store: pass --resume to continue it, or choose another --out")
     lm = load_model(cfg.model, adapter=cfg.adapter, dtype=cfg.model_dtype, device=cfg.device)
     resolve_layers(cfg.layers, lm.n_layers)
     res = run_capture(cfg, texts, lm=lm, progress=True)
-    store = ActivationStore(res.out)
-    print(f"captured {res.n_docs} docs ({res.skipped_docs} already done), {res.n_tokens_forward:,} tokens forward, "
+    who = f"rank {res.rank}/{res.world_size}: " if res.world_size > 1 else ""
+    done = f"{res.n_docs} docs" if res.world_size == 1 else f"its shards of {res.n_docs} docs"
+    print(f"{who}captured {done} ({res.skipped_docs} already done), {res.n_tokens_forward:,} tokens forward, "
           f"{res.n_rows_stored:,} rows stored, layers {res.layers}, {res.seconds:.1f}s, {res.tokens_per_s:,.0f} tokens/s")
-    print(f"store {res.out}: {store.n_docs} docs, {store.n_tokens:,} rows, d_model {store.d_model}, dtype {store.dtype}, "
-          f"{len(store.manifest['shards'])} shards")
+    if res.rank == 0:
+        store = ActivationStore(res.out)
+        print(f"store {res.out}: {store.n_docs} docs, {store.n_tokens:,} rows, d_model {store.d_model}, "
+              f"dtype {store.dtype}, {len(store.manifest['shards'])} shards")
     return 0
 
 

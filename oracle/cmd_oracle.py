@@ -21,6 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         kind = {int: int, float: float}.get(type(default), str)
         if f.name == "steps":
             kind = int
+        if f.name == "time_budget_s":
+            kind = float
         t.add_argument("--" + f.name.replace("_", "-"), type=kind, default=default)
     t.add_argument("--no-eval", action="store_true", help="skip held-out checks during training")
     t.set_defaults(func=_train)
@@ -46,6 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--families-n", type=int, default=100, help="examples for context prediction / system-prompt QA")
     e.add_argument("--data-dir", default=None)
     e.add_argument("--no-card", action="store_true", help="do not write the figures into oracle.json")
+    e.add_argument("--device", default="cpu")
     e.set_defaults(func=_eval)
 
 
@@ -99,7 +102,7 @@ def _eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_families, evaluate_heldout_classification, heldout_mean, write_report
 
     card = read_card(Path(args.oracle))
-    lm = load_model(card.base_model)
+    lm = load_model(card.base_model, device=args.device)
     untrained = Oracle.untrained(lm=lm)
     u_res = evaluate_heldout_classification(untrained, n=args.n, data_dir=args.data_dir, progress=True)
     u_fam = evaluate_families(untrained, n=args.families_n, data_dir=args.data_dir)

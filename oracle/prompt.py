@@ -105,6 +105,9 @@ def prompt_text(layer: int, k: int, question: str, placeholder: str = DEFAULT_PL
     return f"Layer: {layer}\n" + placeholder * k + " \n" + question
 
 
+_PROMPT_CACHE: dict = {}
+
+
 def build_prompt(tokenizer, layer: int, k: int, question: str, placeholder: str = DEFAULT_PLACEHOLDER,
                  max_length: int | None = None) -> OraclePrompt:
     """Render the oracle prompt and find its K placeholder positions.
@@ -116,6 +119,23 @@ def build_prompt(tokenizer, layer: int, k: int, question: str, placeholder: str 
     """
     if not question or not question.strip():
         raise InputError("the question is empty: ask something, e.g. 'What is the model thinking about?'")
+    # Rendering a chat template costs ~1 ms; training renders the same (layer, K, question) many times.
+    key = (id(tokenizer), layer, k, question, placeholder)
+    hit = _PROMPT_CACHE.get(key)
+    if hit is None:
+        hit = _build_prompt(tokenizer, layer, k, question, placeholder)
+        if len(_PROMPT_CACHE) > 200_000:
+            _PROMPT_CACHE.clear()
+        _PROMPT_CACHE[key] = hit
+    if max_length is not None and len(hit.input_ids) > max_length:
+        raise InputError(
+            f"the oracle prompt is {len(hit.input_ids)} tokens, over the {max_length}-token context: shorten the "
+            f"question or inject fewer positions"
+        )
+    return OraclePrompt(list(hit.input_ids), list(hit.placeholder_positions), hit.text)
+
+
+def _build_prompt(tokenizer, layer: int, k: int, question: str, placeholder: str) -> OraclePrompt:
     ph, ph_id = placeholder_token(tokenizer, placeholder)
     text = render_user_turn(tokenizer, prompt_text(layer, k, question, ph))
     ids = tokenizer.encode(text, add_special_tokens=False)
@@ -127,9 +147,4 @@ def build_prompt(tokenizer, layer: int, k: int, question: str, placeholder: str 
             break
     if run_start is None:
         raise InputError(f"the placeholder {ph!r} did not survive tokenization as {k} tokens: choose another placeholder")
-    if max_length is not None and len(ids) > max_length:
-        raise InputError(
-            f"the oracle prompt is {len(ids)} tokens, over the {max_length}-token context: shorten the question "
-            f"or inject fewer positions"
-        )
     return OraclePrompt(input_ids=ids, placeholder_positions=list(range(run_start, run_start + k)), text=text)

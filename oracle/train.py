@@ -262,7 +262,7 @@ def make_batch(lm: LoadedModel, config: TrainConfig, examples, idx, store):
     vecs = _vectors_for(lm, store, idx, examples)
     exs = [examples[i] for i in idx]
     return make_oracle_batch(lm.tokenizer, vecs, [e.layer for e in exs], [e.question for e in exs],
-                             [e.answer for e in exs], config.placeholder)
+                             [e.answer for e in exs], config.placeholder, side="right")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -383,7 +383,7 @@ def train_oracle(
     if bar:
         bar.update(step)
     log_path = out / "train_log.jsonl"
-    t_last, n_last, done_here = time.perf_counter(), 0, 0
+    t_last, n_last, done_here, n_skipped = time.perf_counter(), 0, 0, 0
     loop_start = time.perf_counter()
     while step < config.total_steps:
         if config.time_budget_s and done_here == 20:
@@ -402,13 +402,23 @@ def train_oracle(
             g["lr"] = _lr_at(step, config)
         loss = oracle_loss(lm, batch, config, bf16)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
+        skipped = not torch.isfinite(loss)
+        if not skipped:
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
+            skipped = not torch.isfinite(grad_norm)
+        if skipped:  # one bad batch must not turn every weight into NaN
+            n_skipped += 1
+            optimizer.zero_grad(set_to_none=True)
+            log.warning("step %d: non-finite loss or gradient, update skipped (%d so far)", step + 1, n_skipped)
+        else:
+            optimizer.step()
         step += 1
         done_here += 1
         n_last += len(idx)
-        row = {"step": step, "loss": round(float(loss), 5), "lr": optimizer.param_groups[0]["lr"]}
+        row = {"step": step, "loss": round(float(loss.detach()), 5), "lr": optimizer.param_groups[0]["lr"]}
+        if skipped:
+            row["skipped"] = True
         if step % 10 == 0 or step == config.total_steps:
             now = time.perf_counter()
             row["examples_per_s"] = round(n_last / max(now - t_last, 1e-9), 2)
@@ -443,7 +453,7 @@ def train_oracle(
     summary = {
         "steps": step, "examples": len(examples), "wall_time_s": round(time.perf_counter() - started, 1),
         "data": summarize(examples), "final_loss": log_rows[-1]["loss"] if log_rows else None,
-        "hardware": _hardware(device), "bf16": bf16,
+        "hardware": _hardware(device), "bf16": bf16, "skipped_steps": n_skipped,
         "last_eval": next((r["eval"] for r in reversed(log_rows) if "eval" in r), None),
     }
     card = OracleCard(base_model=config.model, base_weights_hash=lm.weights_hash, d_model=d_model,

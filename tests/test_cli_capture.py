@@ -1,0 +1,326 @@
+"""``ao capture`` / ``ao store``: bad input, verify, SIGKILL + resume, data-parallel under accelerate."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hooks.store import MANIFEST, ActivationStore, StoreWriter
+from oracle.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """sha256 of every file in a store folder (manifest included)."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def write_txt(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    rc = main(list(args))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def assert_one_error_line(err: str, *needles: str) -> str:
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{err}"
+    assert lines[0].startswith("error: ")
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def texts_file(tmp_path_factory, wikitext_lines) -> Path:
+    """Ten wikitext paragraphs, cut to at most 200 characters."""
+    return write_txt(tmp_path_factory.mktemp("texts") / "docs.txt", [line[:200] for line in wikitext_lines[:10]])
+
+
+@pytest.fixture(scope="module")
+def tiny_store(tmp_path_factory, tiny_model_dir, texts_file) -> Path:
+    """A finished store made by the tiny model folder: 10 docs, 3 per shard -> 4 shards."""
+    out = tmp_path_factory.mktemp("stores") / "tiny"
+    rc = main(["capture", "--model", str(tiny_model_dir), "--texts", str(texts_file), "--layers", "1,3",
+               "--out", str(out), "--docs-per-shard", "3", "--batch-size", "4"])
+    assert rc == 0
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.slow
+def test_unknown_model(tmp_path, capsys, texts_file):
+    out = tmp_path / "out"
+    rc, _, err = run_cli(capsys, "capture", "--model", "no-such-org/no-such-model-xyz", "--texts", str(texts_file),
+                         "--out", str(out))
+    assert rc == 2
+    assert_one_error_line(err, "unknown model", "no-such-org/no-such-model-xyz")
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_layer_out_of_range(tmp_path, capsys, texts_file, tiny_model_dir):
+    out = tmp_path / "out"
+    rc, _, err = run_cli(capsys, "capture", "--model", str(tiny_model_dir), "--texts", str(texts_file),
+                         "--layers", "1,9", "--out", str(out))
+    assert rc == 2
+    assert_one_error_line(err, "out of range", "4 layers")
+    assert not out.exists()
+
+
+def test_empty_text_file(tmp_path, capsys):
+    texts = tmp_path / "empty.txt"
+    texts.write_text("\n\n   \n")
+    out = tmp_path / "out"
+    rc, _, err = run_cli(capsys, "capture", "--texts", str(texts), "--out", str(out))
+    assert rc == 2
+    assert_one_error_line(err, "empty")
+    assert not out.exists()
+
+
+def test_empty_string_among_texts(tmp_path, capsys):
+    texts = tmp_path / "docs.jsonl"
+    texts.write_text("\n".join(json.dumps({"text": t}) for t in ["first doc", "", "third doc"]) + "\n")
+    out = tmp_path / "out"
+    rc, _, err = run_cli(capsys, "capture", "--texts", str(texts), "--out", str(out))
+    assert rc == 2
+    assert_one_error_line(err, "text 1 is empty")
+    assert not out.exists()
+
+
+def test_missing_text_file_and_bad_options(tmp_path, capsys):
+    out = tmp_path / "out"
+    rc, _, err = run_cli(capsys, "capture", "--texts", str(tmp_path / "nope.txt"), "--out", str(out))
+    assert rc == 2 and "no text file" in err
+    rc, _, err = run_cli(capsys, "capture", "--texts", str(tmp_path / "nope.txt"), "--out", str(out),
+                         "--positions", "first")
+    assert rc == 2 and "bad positions" in err
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_non_safetensors_adapter(tmp_path, capsys, texts_file, tiny_model_dir):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4}))
+    (adapter / "adapter_model.bin").write_bytes(b"\x80\x04not loaded, ever")
+    out = tmp_path / "out"
+    rc, _, err = run_cli(capsys, "capture", "--model", str(tiny_model_dir), "--adapter", str(adapter),
+                         "--texts", str(texts_file), "--out", str(out))
+    assert rc == 2
+    assert_one_error_line(err, "pickled adapter", "safe_serialization=True")
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_store_made_with_another_model(tmp_path, capsys, texts_file, tiny_store, embedded_lm):
+    """Resuming a tiny-model store with the embedded model, or with a store whose weights hash differs,
+    fails before anything is written."""
+    store = tmp_path / "store"
+    store.mkdir()
+    for p in tiny_store.iterdir():
+        (store / p.name).write_bytes(p.read_bytes())
+    before = snapshot(store)
+    rc, _, err = run_cli(capsys, "capture", "--model", "smollm2-135m", "--texts", str(texts_file),
+                         "--layers", "1,3", "--out", str(store), "--docs-per-shard", "3", "--resume")
+    assert rc == 2
+    assert_one_error_line(err, "was made with model", "not smollm2-135m")
+    assert snapshot(store) == before
+
+    manifest = json.loads((store / MANIFEST).read_text())
+    tiny_spec = manifest["model_spec"]
+    manifest["weights_hash"] = "0" * 64
+    (store / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    before = snapshot(store)
+    rc, _, err = run_cli(capsys, "capture", "--model", tiny_spec, "--texts", str(texts_file),
+                         "--layers", "1,3", "--out", str(store), "--docs-per-shard", "3", "--resume")
+    assert rc == 2
+    assert_one_error_line(err, "weights hash")
+    assert snapshot(store) == before
+
+
+@pytest.mark.slow
+def test_existing_store_without_resume(capsys, texts_file, tiny_store, tiny_model_dir):
+    before = snapshot(tiny_store)
+    rc, _, err = run_cli(capsys, "capture", "--model", str(tiny_model_dir), "--texts", str(texts_file),
+                         "--layers", "1,3", "--out", str(tiny_store), "--docs-per-shard", "3")
+    assert rc == 2
+    assert_one_error_line(err, "already holds a store", "--resume")
+    assert snapshot(tiny_store) == before
+
+
+@pytest.mark.slow
+def test_second_writer_on_the_same_store(tmp_path, capsys, texts_file, tiny_store, tiny_model_dir):
+    """While one writer holds the store's lock, a second ``ao capture --resume`` refuses, naming the holder."""
+    store = tmp_path / "store"
+    store.mkdir()
+    for p in tiny_store.iterdir():
+        (store / p.name).write_bytes(p.read_bytes())
+    m = json.loads((store / MANIFEST).read_text())
+    header = dict(model_spec=m["model_spec"], weights_hash=m["weights_hash"], tokenizer_name=m["tokenizer"],
+                  d_model=m["d_model"], layers=m["layers"], dtype=m["dtype"], capture_options=m["capture_options"],
+                  docs_per_shard=m["docs_per_shard"])
+    with StoreWriter(store, resume=True, **header):
+        before = snapshot(store)
+        assert ".lock" in before
+        rc, _, err = run_cli(capsys, "capture", "--model", str(tiny_model_dir), "--texts", str(texts_file),
+                             "--layers", "1,3", "--out", str(store), "--docs-per-shard", "3", "--resume")
+        assert rc == 2
+        assert_one_error_line(err, "is being written by process", str(os.getpid()))
+        assert snapshot(store) == before
+    assert not (store / ".lock").exists()
+
+
+# ---------------------------------------------------------------------------------------------- store info / verify
+
+
+@pytest.mark.slow
+def test_store_info_and_verify_ok(capsys, tiny_store):
+    rc, out, _ = run_cli(capsys, "store", "info", str(tiny_store))
+    assert rc == 0 and "documents  10" in out and "layers     [1, 3]" in out
+    rc, out, _ = run_cli(capsys, "store", "verify", str(tiny_store))
+    assert rc == 0 and out.startswith("OK") and "4 shards" in out
+
+
+@pytest.mark.slow
+def test_verify_reports_damaged_shards_by_name(tmp_path, capsys, tiny_store):
+    """Flip bytes in shard 1 and truncate shard 2: verify names both (exit 1); shards 0 and 3 still read."""
+    store = tmp_path / "store"
+    store.mkdir()
+    for p in tiny_store.iterdir():
+        (store / p.name).write_bytes(p.read_bytes())
+    reference = ActivationStore(tiny_store)
+    flipped = store / "shard-00001.h5"
+    data = bytearray(flipped.read_bytes())
+    for i in range(len(data) // 2, len(data) // 2 + 16):
+        data[i] ^= 0xFF
+    flipped.write_bytes(bytes(data))
+    truncated = store / "shard-00002.h5"
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 3])
+
+    rc, out, _ = run_cli(capsys, "store", "verify", str(store))
+    assert rc == 1
+    bad = [line for line in out.splitlines() if line.startswith("BAD")]
+    assert any("shard-00001.h5" in line and "checksum" in line for line in bad)
+    assert any("shard-00002.h5" in line for line in bad)
+    assert not any("shard-00000.h5" in line or "shard-00003.h5" in line for line in bad)
+
+    damaged = ActivationStore(store)
+    for i in (0, 1, 2, 9):  # shards 0 and 3
+        a, b = damaged.doc(i), reference.doc(i)
+        assert np.array_equal(a.tokens, b.tokens)
+        assert all(np.array_equal(a.acts[L].numpy(), b.acts[L].numpy()) for L in (1, 3))
+    from hooks.errors import StoreError
+
+    with pytest.raises(StoreError, match="shard-00002.h5"):
+        damaged.doc(7)
+
+
+# ---------------------------------------------------------------------------------------------- SIGKILL + resume
+
+
+def _subprocess_env() -> dict:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+               CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return env
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_is_bitwise_identical(tmp_path, capsys, wikitext_lines, embedded_lm):
+    """Kill ``ao capture`` (embedded model, 40 docs, 4 per shard) with SIGKILL right after its first
+    shard is finalized, resume it with --resume: every file equals an uninterrupted run's."""
+    texts = write_txt(tmp_path / "docs.txt", [line[:160] for line in wikitext_lines[:40]])
+    args = ["--model", "smollm2-135m", "--texts", str(texts), "--layers", "25%,50%,75%",
+            "--docs-per-shard", "4", "--batch-size", "4", "--max-length", "48"]
+    killed = tmp_path / "killed"
+    log = open(tmp_path / "killed.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "oracle.cli", "capture", *args, "--out", str(killed)],
+                            cwd=REPO, env=_subprocess_env(), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 240
+        n_done = 0
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                n_done = len(json.loads((killed / MANIFEST).read_text())["shards"])
+            except (OSError, ValueError, KeyError):
+                n_done = 0
+            if n_done >= 1:
+                break
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    assert proc.returncode == -signal.SIGKILL, (tmp_path / "killed.log").read_text(errors="replace")[-2000:]
+    shards_at_kill = json.loads((killed / MANIFEST).read_text())["shards"]
+    assert 1 <= len(shards_at_kill) < 10, "the capture finished before it could be killed: make the job longer"
+    assert (killed / ".lock").exists()  # a stale lock from the dead process, taken over on resume
+
+    rc, out, _ = run_cli(capsys, "capture", *args, "--out", str(killed), "--resume")
+    assert rc == 0, out
+    assert f"({len(shards_at_kill) * 4} already done)" in out
+    fresh = tmp_path / "fresh"
+    rc, _, _ = run_cli(capsys, "capture", *args, "--out", str(fresh))
+    assert rc == 0
+    a, b = snapshot(killed), snapshot(fresh)
+    assert list(a) == list(b) == [MANIFEST] + [f"shard-{k:05d}.h5" for k in range(10)]
+    assert a == b
+    rc, out, _ = run_cli(capsys, "store", "verify", str(killed))
+    assert rc == 0
+
+
+# ---------------------------------------------------------------------------------------------- data parallel
+
+
+@pytest.mark.slow
+def test_data_parallel_under_accelerate_equals_single_process(tmp_path, capsys, tiny_model_dir, texts_file):
+    """Two CPU processes under ``accelerate launch`` write one store whose merged manifest and shards
+    equal a single-process capture (so every document's arrays are equal too).
+
+    ``accelerate launch --cpu`` starts a single process whatever ``--num_processes`` says (multi-CPU
+    needs MPI); ``--multi_gpu`` starts N processes through torchrun, and on a machine without GPUs
+    (``CUDA_VISIBLE_DEVICES=""``) the capture synchronises its ranks over gloo.
+    """
+    args = ["--model", str(tiny_model_dir), "--texts", str(texts_file), "--layers", "0,2",
+            "--docs-per-shard", "2", "--batch-size", "3"]
+    dp = tmp_path / "dp"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
+           "-m", "oracle.cli", "capture", *args, "--out", str(dp)]
+    res = subprocess.run(cmd, cwd=REPO, env=_subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "rank 0/2" in res.stdout and "rank 1/2" in res.stdout
+    assert {"manifest-rank0.json", "manifest-rank1.json"} <= {p.name for p in dp.iterdir()}
+
+    single = tmp_path / "single"
+    rc, _, _ = run_cli(capsys, "capture", *args, "--out", str(single))
+    assert rc == 0
+    a, b = snapshot(dp), snapshot(single)
+    for rank_manifest in ("manifest-rank0.json", "manifest-rank1.json"):
+        a.pop(rank_manifest)
+    assert a == b  # manifest.json and every shard, bitwise
+    sa, sb = ActivationStore(dp), ActivationStore(single)
+    assert sa.n_docs == sb.n_docs == 10
+    for i in range(sa.n_docs):
+        x, y = sa.doc(i), sb.doc(i)
+        assert np.array_equal(x.tokens, y.tokens) and np.array_equal(x.positions, y.positions)
+        assert all(np.array_equal(x.acts[L].numpy(), y.acts[L].numpy()) for L in (0, 2))
+    rc, _, _ = run_cli(capsys, "store", "verify", str(dp))
+    assert rc == 0
