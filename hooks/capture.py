@@ -113,16 +113,19 @@ def _forward_nnsight(model: nn.Module, tokens_BL, mask_BL, layers: Sequence[int]
     return {idx: block_output(v).detach() for idx, v in saved.items()}
 
 
-_NNSIGHT: "weakref.WeakKeyDictionary[nn.Module, object]" = weakref.WeakKeyDictionary()
+_NNSIGHT_ATTR = "_ao_nnsight"
 
 
 def _nnsight_for(model: nn.Module):
-    """One ``nnsight.NNsight`` wrapper per model (wrapping walks every module, so it is reused)."""
+    """One ``nnsight.NNsight`` wrapper per model, kept on the model itself (outside ``_modules``,
+    so it is no submodule and no state): nnsight installs its controllers on every module when it
+    wraps, so wrapping once is cheaper and never stacks; the wrapper dies with the model."""
     from nnsight import NNsight
 
-    wrapped = _NNSIGHT.get(model)
+    wrapped = model.__dict__.get(_NNSIGHT_ATTR)
     if wrapped is None:
-        wrapped = _NNSIGHT[model] = NNsight(model)
+        wrapped = NNsight(model)
+        model.__dict__[_NNSIGHT_ATTR] = wrapped
     return wrapped
 
 
@@ -169,7 +172,10 @@ def _adapter_state(model: nn.Module) -> tuple:
 
 def _shared_copy(model: nn.Module) -> nn.Module:
     """A copy of the module tree that shares every parameter and buffer with ``model`` (no weight copy)."""
-    memo = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
+    memo: dict = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
+    wrapper = model.__dict__.get(_NNSIGHT_ATTR)
+    if wrapper is not None:
+        memo[id(wrapper)] = None  # the copy gets no nnsight wrapper of its own
     return copy.deepcopy(model, memo)
 
 

@@ -137,7 +137,7 @@ def run_capture(
     started = time.perf_counter()
     n_fwd = n_rows = 0
     with StoreWriter(out, model_spec=config.model, weights_hash=lm.weights_hash,
-                     tokenizer_name=str(getattr(lm.tokenizer, "name_or_path", "")), d_model=lm.d_model,
+                     tokenizer_name=lm.tokenizer_name, d_model=lm.d_model,
                      layers=layers, dtype=config.store_dtype, capture_options=config.store_options(),
                      docs_per_shard=config.docs_per_shard, resume=config.resume, rank=rank, world_size=world) as writer:
         pending = writer.pending_shards(len(docs_tokens))

@@ -111,6 +111,22 @@ class LoadedModel:
         raise ModelLoadError("the model config has no hidden_size / n_embd")
 
     @property
+    def tokenizer_name(self) -> str:
+        """A stable name for the tokenizer (goes into store manifests): the spec for embedded and
+        GGUF models, whose tokenizer may be read from the GGUF file or the model cache, else the
+        tokenizer's own ``name_or_path``.
+
+        Example:
+            >>> from hooks.testing import tiny_loaded
+            >>> tiny_loaded("llama").tokenizer_name
+            'byte-tokenizer'
+        """
+        name = str(getattr(self.tokenizer, "name_or_path", "") or "")
+        if self.spec in EMBEDDED or self.spec.lower().endswith(".gguf") or not name:
+            return self.spec
+        return name
+
+    @property
     def device(self) -> torch.device:
         """Device of the input embeddings (where token ids must go)."""
         return self.model.get_input_embeddings().weight.device

@@ -171,10 +171,16 @@ def quick_eval_fn(n: int = 32, datasets: Sequence[str] = ("singular_plural", "en
                           source_layers=source_layers(lm.n_layers))
         oracle = Oracle(lm, card, trained=True)
         accs = {}
+        if "indist" not in cache:  # in-distribution check: the training families' eval split
+            from .tasks.classification import build_classification
+
+            cache["indist"] = build_classification(lm.tokenizer, lm.n_layers, 2 * n, 1, data_dir=data_dir, split="eval")
+        indist = yes_no_accuracy(oracle, cache["indist"])
         for d in datasets:
             if d not in cache:
                 cache[d] = build_heldout_classification(lm.tokenizer, lm.n_layers, d, n=n, seed=1, data_dir=data_dir)
             accs[d] = yes_no_accuracy(oracle, cache[d])
-        return {"heldout_accuracy": round(sum(accs.values()) / len(accs), 4), **{k: round(v, 4) for k, v in accs.items()}}
+        return {"heldout_accuracy": round(sum(accs.values()) / len(accs), 4), "indist_accuracy": round(indist, 4),
+                **{k: round(v, 4) for k, v in accs.items()}}
 
     return fn

@@ -282,6 +282,7 @@ def test_sigkill_then_resume_is_bitwise_identical(tmp_path, capsys, wikitext_lin
     a, b = snapshot(killed), snapshot(fresh)
     assert list(a) == list(b) == [MANIFEST] + [f"shard-{k:05d}.h5" for k in range(10)]
     assert a == b
+    assert json.loads((killed / MANIFEST).read_text())["tokenizer"] == "smollm2-135m"  # no machine-specific path
     rc, out, _ = run_cli(capsys, "store", "verify", str(killed))
     assert rc == 0
 
