@@ -240,9 +240,16 @@ def capture_batch(
 ) -> dict[int, torch.Tensor]:
     """Residual stream after each block in ``layers`` for one padded batch: ``{L: acts_BLD}``.
 
-    Padding rows are included (mask them out with ``mask_BL``). ``backend`` is ``"torch"`` (plain
-    forward hooks, default), ``"nnsight"`` or ``"transformer_lens"`` (TransformerBridge); all
-    three return the same numbers.
+    Padding rows are included (mask them out with ``mask_BL``; they differ between backends).
+    ``backend`` is ``"torch"`` (plain forward hooks, default), ``"nnsight"`` (a trace with
+    ``.save()`` and ``stop()``; nnsight installs its pass-through controllers on the model's
+    modules the first time) or ``"transformer_lens"`` (``TransformerBridge.run_with_cache`` on a
+    weight-sharing copy of the module tree; needs the Hugging Face ``tokenizer``). On real tokens
+    torch and nnsight agree bitwise; the bridge computes attention in eager form, so it agrees
+    bitwise with a model using eager attention and to float rounding with SDPA.
+
+    Layer ``L`` is the output of block ``L``; for the last block that is the residual *before*
+    the final norm (Hugging Face's last ``hidden_states`` entry has the norm applied).
 
     Example:
         >>> from hooks.testing import tiny_model

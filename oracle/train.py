@@ -451,7 +451,7 @@ def train_oracle(
     from .tasks.mix import summarize
 
     summary = {
-        "steps": step, "examples": len(examples), "wall_time_s": round(time.perf_counter() - started, 1),
+        "steps": step, "examples": len(examples), "examples_seen": step * config.batch_size, "wall_time_s": round(time.perf_counter() - started, 1),
         "data": summarize(examples), "final_loss": log_rows[-1]["loss"] if log_rows else None,
         "hardware": _hardware(device), "bf16": bf16, "skipped_steps": n_skipped,
         "last_eval": next((r["eval"] for r in reversed(log_rows) if "eval" in r), None),

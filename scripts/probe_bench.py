@@ -1,0 +1,13 @@
+#!/usr/bin/env python
+"""Same as ``ao probe-bench``: linear probes vs the oracle (see probes/bench.py).
+
+    python scripts/probe_bench.py --out runs/probe-bench --n 200
+"""
+from __future__ import annotations
+
+import sys
+
+from oracle.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["probe-bench", *sys.argv[1:]]))

@@ -1,0 +1,242 @@
+"""Oracle core: injection, prompt, batching, training step, crash-and-resume, the query API, bad input."""
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+import torch
+
+from hooks.errors import CheckpointError, InputError
+from hooks.inject import inject_at, norm_matched_add
+from hooks.testing import tiny_loaded, tiny_model
+from oracle.batching import make_oracle_batch
+from oracle.prompt import build_prompt, placeholder_token
+from oracle.tasks.base import OracleExample
+
+
+def test_coef_zero_gives_exactly_the_uninjected_logits():
+    m = tiny_model("llama")
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    ref = m(ids).logits
+    with inject_at(m, 1, [0, 0], [1, 3], torch.randn(2, 64), coef=0.0) as info:
+        got = m(ids).logits
+    assert info["calls"] == 1
+    assert torch.equal(ref, got)
+
+
+def test_vectors_land_only_on_placeholder_positions():
+    m = tiny_model("qwen3", n_layers=3)
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    seen = {}
+
+    def grab(_m, _i, out):
+        seen["h"] = (out[0] if isinstance(out, tuple) else out).detach().clone()
+
+    from hooks.layers import decoder_layers
+
+    h = decoder_layers(m)[1].register_forward_hook(grab)
+    m(ids)
+    base = seen["h"]
+    h.remove()
+    v = torch.randn(2, 64)
+    with inject_at(m, 1, [0, 0], [2, 4], v):
+        h = decoder_layers(m)[1].register_forward_hook(grab)  # runs after the injection hook
+        m(ids)
+    h.remove()
+    changed = (seen["h"] - base).abs().sum(-1)[0]
+    assert changed[2] > 0 and changed[4] > 0
+    assert torch.count_nonzero(changed) == 2
+    # the formula: h + ||h|| * v/||v||
+    assert torch.allclose(seen["h"][0, [2, 4]], norm_matched_add(base[0, [2, 4]], v), atol=1e-5)
+
+
+def test_cached_generation_does_not_reinject():
+    m = tiny_model("llama")
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with inject_at(m, 1, [0], [2], torch.randn(1, 64)) as info:
+        out = m.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=5, do_sample=False,
+                         pad_token_id=0)
+    assert out.shape[1] == 9
+    assert info["calls"] == 1  # prefill only; the 4 cached steps were left alone
+
+
+def test_injection_rejects_mismatched_slots_and_widths():
+    m = tiny_model("llama")
+    with pytest.raises(InputError, match="one vector per slot"):
+        with inject_at(m, 1, [0], [1, 2], torch.randn(2, 64)):
+            pass
+    with pytest.raises(InputError, match="width"):
+        with inject_at(m, 1, [0], [1], torch.randn(1, 32)):
+            m(torch.tensor([[5, 6, 7]]))
+
+
+def test_placeholder_is_one_token_for_each_embedded_tokenizer(hf_tokenizer):
+    toks = {"smollm2-135m": hf_tokenizer}
+    try:
+        from transformers import AutoTokenizer
+
+        from hooks.models import embedded_gguf_path
+
+        p = embedded_gguf_path("gemma3-270m")
+        toks["gemma3-270m"] = AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
+    except Exception as e:  # noqa: BLE001
+        warnings.warn(f"gemma3-270m not installed, placeholder checked on smollm2 only ({e})")
+    for name, tok in toks.items():
+        ph, ph_id = placeholder_token(tok)
+        assert ph == " ?", name
+        prompt = build_prompt(tok, 15, 4, "What is the secret word?")
+        assert [prompt.input_ids[i] for i in prompt.placeholder_positions] == [ph_id] * 4
+        assert "You are a helpful" not in prompt.text  # no default system prompt added
+
+
+def test_prompt_text_matches_design(hf_tokenizer):
+    p = build_prompt(hf_tokenizer, 7, 2, "Is it?")
+    assert "Layer: 7\n ? ? \nIs it?" in p.text
+    with pytest.raises(InputError, match="empty"):
+        build_prompt(hf_tokenizer, 7, 2, "  ")
+
+
+def _examples(n=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n):
+        ctx = torch.randint(3, 200, (8,), generator=g).tolist()
+        out.append(OracleExample("classification", ctx, [7], 1, "Is it?", "Yes" if i % 2 else "No"))
+    return out
+
+
+def test_a_training_step_lowers_the_loss_on_a_fixed_batch():
+    from peft import LoraConfig, get_peft_model
+
+    from oracle.train import TrainConfig, make_batch, oracle_loss
+
+    lm = tiny_loaded("llama", seed=3)
+    import copy
+
+    lm.model = get_peft_model(copy.deepcopy(lm.model), LoraConfig(r=4, target_modules="all-linear"), adapter_name="oracle")
+    cfg = TrainConfig(out="unused", placeholder="?")
+    exs = _examples(8)
+    batch = make_batch(lm, cfg, exs, list(range(8)), None)
+    params = [p for p in lm.model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-2)
+    before = float(oracle_loss(lm, batch, cfg, False))
+    for _ in range(5):
+        opt.zero_grad()
+        oracle_loss(lm, batch, cfg, False).backward()
+        opt.step()
+    after = float(oracle_loss(lm, batch, cfg, False))
+    assert after < before - 0.1
+
+
+def test_right_and_left_padded_batches_give_the_same_loss():
+    from peft import LoraConfig, get_peft_model
+
+    from oracle.train import TrainConfig, oracle_loss
+
+    lm = tiny_loaded("llama")
+    import copy
+
+    lm.model = get_peft_model(copy.deepcopy(lm.model), LoraConfig(r=4, target_modules="all-linear"), adapter_name="oracle")
+    v = [torch.randn(3, 64), torch.randn(1, 64)]
+    losses = []
+    for side in ("left", "right"):
+        b = make_oracle_batch(lm.tokenizer, v, [1, 1], ["What are the next tokens?", "Is it?"], ["abc def", "Yes"],
+                              placeholder="?", side=side)
+        losses.append(float(oracle_loss(lm, b, TrainConfig(out="unused", placeholder="?"), False)))
+    assert abs(losses[0] - losses[1]) < 1e-4
+
+
+def _train(tmp_path, name, stop_after=None):
+    from oracle.train import TrainConfig, train_oracle
+
+    lm = tiny_loaded("llama", seed=5)
+    lm = type(lm)(model=__import__("copy").deepcopy(lm.model), tokenizer=lm.tokenizer, spec=lm.spec)
+    cfg = TrainConfig(out=str(tmp_path / name), model="tiny-llama", steps=6, batch_size=4, lr=1e-3, warmup_steps=1,
+                      save_every=2, lora_r=4, activations="on_the_fly", placeholder="?", onpolicy=0, seed=1)
+    return train_oracle(cfg, lm=lm, examples=_examples(16), stop_after=stop_after), cfg
+
+
+def test_crash_and_resume_gives_the_same_adapter(tmp_path):
+    from safetensors.torch import load_file
+
+    full, cfg = _train(tmp_path, "full")
+    part, _ = _train(tmp_path, "crash", stop_after=3)
+    assert part == {"stopped_at": 3}
+    assert (tmp_path / "crash" / "train_state" / "optimizer.safetensors").exists()
+    resumed, _ = _train(tmp_path, "crash")
+    a = load_file(str(tmp_path / "full" / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "crash" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6), k
+    card = json.loads((tmp_path / "crash" / "oracle.json").read_text())
+    assert card["training"]["steps"] == 6 and card["train_config"]["lora_r"] == 4
+    assert (tmp_path / "crash" / "loss.png").exists() and (tmp_path / "crash" / "train_log.jsonl").exists()
+    assert not (tmp_path / "crash" / "train_state").exists()
+
+
+def test_config_validation_is_one_line():
+    from oracle.train import TrainConfig
+
+    with pytest.raises(InputError, match="--activations"):
+        TrainConfig(activations="disk")
+    with pytest.raises(InputError, match="learning rate"):
+        TrainConfig(lr=5)
+
+
+# -- the query API on the embedded model and the shipped oracle ---------------------------------
+
+SHIPPED = "checkpoints/oracle-smollm2-135m"
+
+
+@pytest.fixture(scope="module")
+def shipped(embedded_lm):
+    from oracle.api import Oracle
+
+    oracle = Oracle.load(SHIPPED, lm=embedded_lm)
+    yield oracle
+    # give the shared session model back without the oracle adapter
+    embedded_lm.model = embedded_lm.model.unload() if hasattr(embedded_lm.model, "unload") else embedded_lm.model
+    embedded_lm.adapters.clear()
+
+
+@pytest.mark.slow
+def test_ask_batch_matches_single_asks(shipped):
+    from oracle.api import Query
+
+    qs = [Query("The cat sat on the mat.", "What animal is mentioned?", positions="all"),
+          Query("I hated this movie, it was awful.", "Answer with 'Yes' or 'No' only. Is the sentiment positive?"),
+          Query(torch.randn(2, 576), "What is this about?")]
+    batch = shipped.ask_batch(qs, max_new_tokens=8)
+    single = [shipped.ask(q.source, q.question, positions=q.positions, max_new_tokens=8) for q in qs]
+    assert batch == single
+    p = shipped.yes_probability(qs[1].source, qs[1].question)
+    assert 0.0 <= p <= 1.0
+
+
+@pytest.mark.slow
+def test_bad_input_to_the_oracle(shipped):
+    with pytest.raises(InputError, match="width 576"):
+        shipped.ask(torch.randn(3, 100), "What is it?")
+    with pytest.warns(UserWarning, match="not one the oracle was trained on"):
+        shipped.ask(torch.randn(1, 576), "What is it?", layer=3, max_new_tokens=2)
+    with pytest.raises(InputError, match="over the"):
+        shipped.ask(torch.randn(1, 576), "why " * 9000, max_new_tokens=2)
+    with pytest.raises(InputError, match="diff=True needs a target adapter"):
+        shipped.ask("hello", "What?", diff=True)
+
+
+def test_oracle_card_for_another_base_model_is_refused(tmp_path):
+    import shutil
+
+    from oracle.api import Oracle
+
+    dst = tmp_path / "oracle"
+    shutil.copytree(SHIPPED, dst, ignore=shutil.ignore_patterns("eval", "*.png", "*.jsonl"))
+    with pytest.raises(CheckpointError, match="trained on smollm2-135m"):
+        Oracle.load(dst, lm=tiny_loaded("llama"))
+    (dst / "adapter_model.safetensors").unlink()
+    (dst / "adapter_model.bin").write_bytes(b"pickle")
+    with pytest.raises(CheckpointError, match="pickled"):
+        Oracle.load(dst, lm=tiny_loaded("llama"))
