@@ -1,4 +1,4 @@
-"""Linear probes on captured activations, their metrics, and (later) the probe-vs-oracle benchmark."""
+"""Linear probes on captured activations, their metrics, and the probe-vs-oracle benchmark (probes.bench, `ao probe-bench`)."""
 from .linear import KINDS, LinearProbe, ProbeConfig, fit_logistic_torch, train_probe
 from .metrics import accuracy, auroc, bootstrap_ci, evaluate_probe, majority_baseline
 
