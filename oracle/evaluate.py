@@ -2,9 +2,7 @@
 engels files), context prediction and system-prompt QA on their eval splits; trained vs untrained vs chance."""
 from __future__ import annotations
 
-import json
 import logging
-import os
 import re
 from pathlib import Path
 from typing import Optional, Sequence

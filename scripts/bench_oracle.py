@@ -70,7 +70,6 @@ def main() -> None:
     lm.model = base_model
     lm.adapters.clear()
     oracle = Oracle.load(args.oracle, lm=lm) if Path(args.oracle).exists() else Oracle.untrained(lm=lm)
-    texts = [e for e in examples][: args.questions]
     qs = [Query(torch.randn(1 + i % 4, lm.d_model), "What is the model thinking about?") for i in range(args.questions)]
     t = time.perf_counter()
     oracle.ask_batch(qs, max_new_tokens=16, batch_size=64)
@@ -82,7 +81,6 @@ def main() -> None:
     print(f"answers ({args.questions} questions, up to 16 new tokens):")
     print(f"  {args.questions} single ask calls : {single:7.2f} answers/s")
     print(f"  one ask_batch          : {batched:7.2f} answers/s  ({batched / single:.2f}x; target >= 5x)")
-    del texts
 
 
 if __name__ == "__main__":
