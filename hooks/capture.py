@@ -375,15 +375,24 @@ def capture_documents(
         tokens_BL, mask_BL = pad_batch([docs_tokens[i] for i in batch], pad_id, padding_side, device)
         acts = capture_batch(model, tokens_BL, mask_BL, layers, backend=backend, tokenizer=tokenizer)
         width = tokens_BL.shape[1]
-        for row, doc_idx in enumerate(batch):
-            n = lengths[doc_idx]
-            offset = 0 if padding_side == "right" else width - n
-            keep = select_positions(n, positions)
-            idx = torch.as_tensor(keep, dtype=torch.long) + offset
+        # One gather per layer per batch (not one per document): the kept rows of every document,
+        # in batch order, then split into per-document views of that compact tensor. Small torch
+        # ops each pay a thread-pool round trip, so per-document copies cost more than they move.
+        keeps = [select_positions(lengths[i], positions) for i in batch]
+        flat_idx = [row * width + (0 if padding_side == "right" else width - lengths[i]) + p
+                    for row, (i, keep) in enumerate(zip(batch, keeps)) for p in keep]
+        sizes = [len(k) for k in keeps]
+        idx = torch.as_tensor(flat_idx, dtype=torch.long)
+        split: dict[int, tuple] = {}
+        for L, a_BLD in acts.items():
+            kept_RD = a_BLD.reshape(-1, a_BLD.shape[-1]).index_select(0, idx.to(a_BLD.device))
+            split[L] = torch.split(kept_RD.to("cpu", out_dtype), sizes)
+        for j, (doc_idx, keep) in enumerate(zip(batch, keeps)):
+            doc = docs_tokens[doc_idx]
             out[doc_idx] = DocCapture(
-                tokens=torch.as_tensor([docs_tokens[doc_idx][p] for p in keep], dtype=torch.int32),
+                tokens=torch.as_tensor([doc[p] for p in keep], dtype=torch.int32),
                 positions=torch.as_tensor(keep, dtype=torch.int32),
-                acts={L: a[row, idx.to(a.device)].to("cpu", out_dtype) for L, a in acts.items()},
+                acts={L: parts[j] for L, parts in split.items()},
             )
         if on_batch is not None:
             on_batch(len(batch), int(mask_BL.sum()))

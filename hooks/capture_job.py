@@ -3,11 +3,10 @@ data-parallel under ``accelerate launch``)."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -152,7 +151,7 @@ def run_capture(
             caps = capture_documents(
                 lm.model, docs_tokens[start:stop], layers, pad_id, positions=config.positions,
                 padding_side=config.padding_side, max_batch=config.batch_size, max_tokens=config.max_batch_tokens,
-                backend=config.backend, tokenizer=lm.tokenizer, out_dtype=writer_dtype if writer_dtype != torch.float16 else torch.float32,
+                backend=config.backend, tokenizer=lm.tokenizer, out_dtype=writer_dtype,
                 on_batch=on_batch,
             )
             writer.write_shard(shard_index, start, [DocActs(c.tokens.numpy(), c.positions.numpy(), c.acts) for c in caps])
