@@ -101,7 +101,6 @@ def _forward_torch(model: nn.Module, tokens_BL, mask_BL, layers: Sequence[int]) 
 def _forward_nnsight(model: nn.Module, tokens_BL, mask_BL, layers: Sequence[int]) -> dict[int, torch.Tensor]:
     wrapped = _nnsight_for(model)
     path = _module_path(model, decoder_layers(model))
-    deepest = max(layers)
     saved = {}
     with wrapped.trace(input_ids=tokens_BL, attention_mask=mask_BL, position_ids=position_ids_from_mask(mask_BL),
                        use_cache=False) as tracer:

@@ -16,7 +16,9 @@ COMMAND_MODULES = (
     "oracle.cmd_capture",
     "oracle.cmd_oracle",
     "probes.cli",
+    "oracle.cmd_organism",
     "oracle.cmd_audit",
+    "oracle.cmd_demo",
 )
 
 

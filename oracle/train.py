@@ -269,7 +269,8 @@ def make_batch(lm: LoadedModel, config: TrainConfig, examples, idx, store):
 # Checkpointing (safetensors only)
 
 
-def save_train_state(lm: LoadedModel, optimizer: torch.optim.Optimizer, step: int, out: Path, log_rows: list) -> None:
+def save_train_state(lm: LoadedModel, optimizer: torch.optim.Optimizer, step: int, out: Path, log_rows: list,
+                     adapter: str = "oracle") -> None:
     """Adapter + optimizer moments + step, atomically (write into a tmp folder, then rename)."""
     from safetensors.torch import save_file
 
@@ -278,7 +279,7 @@ def save_train_state(lm: LoadedModel, optimizer: torch.optim.Optimizer, step: in
     if tmp.exists():
         _rmtree(tmp)
     tmp.mkdir(parents=True)
-    lm.model.save_pretrained(str(tmp / "adapter"), selected_adapters=["oracle"], safe_serialization=True)
+    lm.model.save_pretrained(str(tmp / "adapter"), selected_adapters=[adapter], safe_serialization=True)
     tensors = {}
     names = {id(p): n for n, p in lm.model.named_parameters() if p.requires_grad}
     for p, st in optimizer.state.items():
@@ -297,18 +298,19 @@ def save_train_state(lm: LoadedModel, optimizer: torch.optim.Optimizer, step: in
         tmp.rename(final)
 
 
-def load_train_state(lm: LoadedModel, optimizer: torch.optim.Optimizer, out: Path) -> tuple[int, list]:
+def load_train_state(lm: LoadedModel, optimizer: torch.optim.Optimizer, out: Path,
+                     adapter: str = "oracle") -> tuple[int, list]:
     """Restore what :func:`save_train_state` wrote; returns (step, log rows)."""
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
     folder = out / TRAIN_STATE
-    adapter_file = folder / "adapter" / "oracle" / "adapter_model.safetensors"
+    adapter_file = folder / "adapter" / adapter / "adapter_model.safetensors"
     if not adapter_file.exists():
         adapter_file = folder / "adapter" / "adapter_model.safetensors"
     if not adapter_file.exists():
         raise CheckpointError(f"{folder} has no adapter_model.safetensors: delete it to start over")
-    set_peft_model_state_dict(lm.model, load_file(str(adapter_file)), adapter_name="oracle")
+    set_peft_model_state_dict(lm.model, load_file(str(adapter_file)), adapter_name=adapter)
     moments = load_file(str(folder / "optimizer.safetensors"))
     params = {n: p for n, p in lm.model.named_parameters() if p.requires_grad}
     for key, v in moments.items():
@@ -465,10 +467,10 @@ def train_oracle(
     return summary
 
 
-def _promote_adapter(out: Path) -> None:
+def _promote_adapter(out: Path, adapter: str = "oracle") -> None:
     """Move the saved adapter files to the checkpoint root (PEFT nests non-default adapter names)."""
     tmp = out / "_adapter_tmp"
-    src = tmp / "oracle" if (tmp / "oracle").is_dir() else tmp
+    src = tmp / adapter if (tmp / adapter).is_dir() else tmp
     for name in ("adapter_model.safetensors", "adapter_config.json"):
         os.replace(src / name, out / name)
     _rmtree(tmp)

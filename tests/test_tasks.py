@@ -242,13 +242,13 @@ def test_onpolicy_cache_written_and_reused(tmp_path, monkeypatch):
     assert not list(cache.parent.glob("*.tmp"))
 
     calls = []
-    real = onpolicy_mod._generate_batch
+    real = onpolicy_mod.generate_replies
 
     def counting(lm_, batch, max_new_tokens):
         calls.append(list(batch))
         return real(lm_, batch, max_new_tokens)
 
-    monkeypatch.setattr(onpolicy_mod, "_generate_batch", counting)
+    monkeypatch.setattr(onpolicy_mod, "generate_replies", counting)
     assert generate_onpolicy_chats(lm, prompts, cache, max_new_tokens=3) == chats     # reused, no generation
     assert calls == []
     more = generate_onpolicy_chats(lm, prompts + ["A new prompt"], cache, max_new_tokens=3)
@@ -263,8 +263,8 @@ def test_onpolicy_batching_is_left_padded():
 
     lm = tiny_loaded("llama")
     prompts = ["Hi", "A much longer prompt than the first one"]
-    together = onpolicy_mod._generate_batch(lm, prompts, 4)
-    assert together[0] == onpolicy_mod._generate_batch(lm, prompts[:1], 4)[0]
+    together = onpolicy_mod.generate_replies(lm, prompts, 4)
+    assert together[0] == onpolicy_mod.generate_replies(lm, prompts[:1], 4)[0]
 
 
 def test_onpolicy_context_prediction(tok, fake_chats):

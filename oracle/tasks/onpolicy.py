@@ -118,10 +118,11 @@ def _read_cache(path: Path) -> Optional[dict]:
     return data
 
 
-def _generate_batch(lm, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
+def generate_replies(lm, prompts: Sequence[str], max_new_tokens: int, adapter: Optional[str] = None) -> list[str]:
+    """Greedy replies to user prompts in one left-padded batch, with only ``adapter`` on (None: base model)."""
     import torch
 
-    from hooks.models import adapters_disabled
+    from hooks.models import active_adapter
 
     tok = lm.tokenizer
     seqs = [tokenize_text(tok, format_chat(tok, [{"role": "user", "content": p}], add_generation_prompt=True))
@@ -135,7 +136,7 @@ def _generate_batch(lm, prompts: Sequence[str], max_new_tokens: int) -> list[str
     gen_kwargs = dict(max_new_tokens=int(max_new_tokens), do_sample=False, pad_token_id=pad)
     if eos is not None:
         gen_kwargs["eos_token_id"] = eos
-    with torch.no_grad(), adapters_disabled(lm.model):
+    with torch.no_grad(), active_adapter(lm.model, adapter):
         out = lm.model.generate(input_ids=input_ids, attention_mask=mask, **gen_kwargs)
     stops = {i for i in (eos, pad) if i is not None}
     replies = []
@@ -184,7 +185,7 @@ def generate_onpolicy_chats(lm, prompts: Sequence[str], cache_path: PathLike, ma
         with tqdm(total=len(missing), desc="on-policy chats", unit="chat") as bar:
             for i in range(0, len(missing), batch_size):
                 batch = missing[i : i + batch_size]
-                for p, r in zip(batch, _generate_batch(lm, batch, max_new_tokens)):
+                for p, r in zip(batch, generate_replies(lm, batch, max_new_tokens)):
                     replies[p] = r
                 atomic_write_text(path, json.dumps({"version": CACHE_VERSION, **identity, "replies": replies},
                                                    ensure_ascii=False, indent=1))

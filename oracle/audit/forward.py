@@ -1,0 +1,217 @@
+"""Batched forwards the audit methods share: next-token log-probabilities, short greedy
+generation, residual capture and the logit lens. Every helper takes the adapter to run with
+(``"target"``: the audited fine-tune; ``None``: the base model)."""
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from hooks.capture import pad_batch, position_ids_from_mask
+from hooks.errors import InputError
+from hooks.layers import unwrap
+from hooks.models import LoadedModel, active_adapter
+
+from ..batching import target_vectors
+from ..tasks.base import format_chat, tokenize_text
+
+YES_WORDS = ("Yes", " Yes", "yes", " yes", "YES", " YES")
+NO_WORDS = ("No", " No", "no", " no", "NO", " NO")
+
+
+def chat_ids(tokenizer, user: str, prefill: str = "") -> list[int]:
+    """Token ids of one user turn in the chat template, ready for the reply (plus an assistant prefill).
+
+    Example:
+        >>> from hooks.testing import ByteTokenizer
+        >>> ByteTokenizer().decode(chat_ids(ByteTokenizer(), "Hi", prefill=" The"))
+        'user: Hi\\nassistant: The'
+    """
+    return tokenize_text(tokenizer, format_chat(tokenizer, [{"role": "user", "content": user}],
+                                                add_generation_prompt=True) + prefill)
+
+
+def length_batches(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
+    """Indices in batches of similar length (less padding); every index exactly once.
+
+    Example:
+        >>> list(length_batches([5, 1, 4, 2], 2))
+        [[1, 3], [2, 0]]
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    for s in range(0, len(order), batch_size):
+        yield order[s:s + batch_size]
+
+
+def _pad_id(lm: LoadedModel) -> int:
+    pad = lm.tokenizer.pad_token_id
+    return int(pad) if pad is not None else 0
+
+
+def _batched_logits(lm: LoadedModel, seqs: Sequence[Sequence[int]], adapter: str | None, batch_size: int,
+                    ends: Sequence[Sequence[int]] | None) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """Yield ``(indices, logits (b, M, V))``: the logits after token ``ends[i][j]`` of each sequence
+    (default: its last token), left-padded batches of similar length."""
+    if not seqs or any(len(s) == 0 for s in seqs):
+        raise InputError("the audit needs non-empty token sequences")
+    ends = [[len(s) - 1] for s in seqs] if ends is None else ends
+    for idx in length_batches([len(s) for s in seqs], batch_size):
+        tokens_BL, mask_BL = pad_batch([seqs[i] for i in idx], _pad_id(lm), side="left", device=lm.device)
+        width = tokens_BL.shape[1]
+        at_BM = torch.as_tensor([[width - len(seqs[i]) + int(e) for e in ends[i]] for i in idx], device=lm.device)
+        with active_adapter(lm.model, adapter):
+            logits_BLV = lm.model(input_ids=tokens_BL, attention_mask=mask_BL,
+                                  position_ids=position_ids_from_mask(mask_BL), use_cache=False).logits
+        rows_BM = torch.arange(len(idx), device=lm.device)[:, None].expand_as(at_BM)
+        yield idx, logits_BLV[rows_BM, at_BM].float()
+
+
+@torch.no_grad()
+def next_token_logprobs(lm: LoadedModel, seqs: Sequence[Sequence[int]], adapter: str | None,
+                        batch_size: int = 16) -> torch.Tensor:
+    """Log-softmax ``(N, V)`` (CPU, fp32) of the token after each sequence.
+
+    Example:
+        >>> from hooks.testing import tiny_loaded
+        >>> next_token_logprobs(tiny_loaded("llama"), [[5, 6], [7]], None).shape
+        torch.Size([2, 256])
+    """
+    out: list[torch.Tensor | None] = [None] * len(seqs)
+    for idx, logits_BMV in _batched_logits(lm, seqs, adapter, batch_size, None):
+        for row, i in enumerate(idx):
+            out[i] = logits_BMV[row, 0].log_softmax(-1).cpu()
+    return torch.stack(out)  # type: ignore[arg-type]
+
+
+@torch.no_grad()
+def mean_next_token_probs(lm: LoadedModel, seqs: Sequence[Sequence[int]], adapter: str | None, batch_size: int = 16,
+                          ends: Sequence[Sequence[int]] | None = None) -> torch.Tensor:
+    """Next-token distributions averaged over the sequences: ``(M, V)`` for M read-out points per
+    sequence (``ends[i]``: token indices; default the last token, M = 1). Memory does not grow with N.
+
+    Example:
+        >>> from hooks.testing import tiny_loaded
+        >>> p = mean_next_token_probs(tiny_loaded("llama"), [[5, 6, 7], [8, 9]], None, ends=[[0, 2], [0, 1]])
+        >>> tuple(p.shape), [round(float(x), 4) for x in p.sum(-1)]
+        ((2, 256), [1.0, 1.0])
+    """
+    total: torch.Tensor | None = None
+    for _, logits_BMV in _batched_logits(lm, seqs, adapter, batch_size, ends):
+        part = logits_BMV.softmax(-1).sum(0).cpu()
+        total = part if total is None else total + part
+    assert total is not None
+    return total / len(seqs)
+
+
+@torch.no_grad()
+def generate_text(lm: LoadedModel, seqs: Sequence[Sequence[int]], adapter: str | None, max_new_tokens: int = 16,
+                  batch_size: int = 16) -> list[str]:
+    """Greedy continuations (decoded, special tokens dropped) of each sequence."""
+    tok = lm.tokenizer
+    out: list[str] = [""] * len(seqs)
+    for idx in length_batches([len(s) for s in seqs], batch_size):
+        tokens_BL, mask_BL = pad_batch([seqs[i] for i in idx], _pad_id(lm), side="left", device=lm.device)
+        with active_adapter(lm.model, adapter):
+            gen = lm.model.generate(input_ids=tokens_BL, attention_mask=mask_BL, max_new_tokens=max_new_tokens,
+                                    do_sample=False, pad_token_id=_pad_id(lm), eos_token_id=tok.eos_token_id)
+        for row, i in enumerate(idx):
+            out[i] = tok.decode(gen[row, tokens_BL.shape[1]:], skip_special_tokens=True).strip()
+    return out
+
+
+def residuals(lm: LoadedModel, seqs: Sequence[Sequence[int]], positions: Sequence[Sequence[int]], layer: int,
+              adapter: str | None, batch_size: int = 16) -> list[torch.Tensor]:
+    """Residual stream ``(K_i, D)`` (CPU, fp32) after block ``layer`` at each sequence's positions."""
+    out: list[torch.Tensor | None] = [None] * len(seqs)
+    for idx in length_batches([len(s) for s in seqs], batch_size):
+        got = target_vectors(lm, [seqs[i] for i in idx], [positions[i] for i in idx], [layer] * len(idx), adapter=adapter)
+        for i, v in zip(idx, got):
+            out[i] = v.float().cpu()
+    return out  # type: ignore[return-value]
+
+
+def final_norm(model: nn.Module) -> nn.Module:
+    """The norm applied to the last residual before the unembedding (Llama, Qwen, Gemma, GPT-2, NeoX, Phi-3).
+
+    Example:
+        >>> from hooks.testing import tiny_model
+        >>> type(final_norm(tiny_model("llama"))).__name__
+        'LlamaRMSNorm'
+    """
+    base = unwrap(model)
+    for path in ("model.norm", "model.language_model.norm", "transformer.ln_f", "gpt_neox.final_layer_norm",
+                 "model.final_layernorm", "model.decoder.final_layer_norm"):
+        obj = base
+        for part in path.split("."):
+            obj = getattr(obj, part, None)
+            if obj is None:
+                break
+        if isinstance(obj, nn.Module):
+            return obj
+    raise InputError(f"cannot find the final norm of {type(base).__name__}: the logit lens does not support it")
+
+
+def norm_scale(norm: nn.Module) -> torch.Tensor:
+    """The elementwise gain of a final norm (Gemma's RMSNorm multiplies by ``1 + weight``)."""
+    w = getattr(norm, "weight", None)
+    if w is None:
+        raise InputError(f"the final norm {type(norm).__name__} has no weight: logit_lens_diff cannot use it")
+    w = w.detach().float()
+    return 1.0 + w if "gemma" in type(norm).__name__.lower() else w
+
+
+@torch.no_grad()
+def logit_lens(lm: LoadedModel, vecs_ND: torch.Tensor, adapter: str | None, diff: bool = False,
+               batch_size: int = 256) -> torch.Tensor:
+    """Log-softmax ``(N, V)`` of residual vectors read through the final norm and the unembedding.
+
+    ``diff=True`` (difference vectors): scale by the norm's gain elementwise instead of normalising,
+    since a difference of two residuals is not itself a residual.
+
+    Example:
+        >>> from hooks.testing import tiny_loaded
+        >>> logit_lens(tiny_loaded("llama"), torch.randn(3, 64), None).shape
+        torch.Size([3, 256])
+    """
+    norm = final_norm(lm.model)
+    head = unwrap(lm.model).get_output_embeddings()
+    out = []
+    with active_adapter(lm.model, adapter):
+        for s in range(0, vecs_ND.shape[0], batch_size):
+            v = vecs_ND[s:s + batch_size].to(lm.device)
+            w = head.weight if hasattr(head, "weight") else None
+            dtype = w.dtype if w is not None else v.dtype
+            if diff:
+                h = v.float() * norm_scale(norm).to(v.device)
+            else:
+                h = norm(v.to(dtype))
+            out.append(head(h.to(dtype)).float().log_softmax(-1).cpu())
+    return torch.cat(out, dim=0)
+
+
+def token_ids(tokenizer, words: Sequence[str]) -> list[int]:
+    """Ids of the words that are a single token (the others are skipped)."""
+    ids = []
+    for w in words:
+        t = tokenizer.encode(w, add_special_tokens=False)
+        if len(t) == 1 and t[0] not in ids:
+            ids.append(int(t[0]))
+    return ids
+
+
+def yes_share(logprobs_NV: torch.Tensor, tokenizer) -> torch.Tensor:
+    """P(yes) / (P(yes) + P(no)) per row, each side summed over its spellings ("Yes", " yes", ...).
+
+    Example:
+        >>> from hooks.testing import ByteTokenizer
+        >>> lp = torch.full((1, 256), -30.0); lp[0, ord("Y") + 3] = 0.0
+        >>> yes_share(lp, ByteTokenizer()).tolist()      # "Y" is not the whole word: no single token
+        [0.5]
+    """
+    yes, no = token_ids(tokenizer, YES_WORDS), token_ids(tokenizer, NO_WORDS)
+    if not yes or not no:
+        return torch.full((logprobs_NV.shape[0],), 0.5)
+    p = logprobs_NV.float().exp()
+    py, pn = p[:, yes].sum(-1), p[:, no].sum(-1)
+    return py / (py + pn).clamp_min(1e-30)

@@ -1,0 +1,223 @@
+"""``run_audit``: load once, read the target's activations once, run every method, rank words, write the report."""
+from __future__ import annotations
+
+import logging
+import platform
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from hooks.errors import InputError
+from hooks.layers import resolve_layer, unwrap
+from hooks.models import LoadedModel, load_model
+from hooks.paths import REPO_ROOT
+
+from ..api import Oracle
+from ..tasks.base import format_chat
+from .config import ORACLE_METHODS, AuditConfig
+from .forward import chat_ids, residuals
+from .methods import (
+    DESCRIPTIONS,
+    AuditContext,
+    MethodOutput,
+    first_per_group,
+    run_ask_target,
+    run_logit_lens,
+    run_oracle,
+    run_prefill,
+)
+from .prompts import (
+    CHANGE_QUESTION,
+    DETECTION_PREFILL,
+    GOAL_QUESTION,
+    ORACLE_DETECTION_QUESTIONS,
+    SECRET_PREFILL,
+    SECRET_QUESTION,
+    SELF_DETECTION_QUESTIONS,
+    audit_prompts,
+)
+from .target import (
+    adapter_summary,
+    check_oracle_card,
+    check_oracle_weights,
+    check_target_adapter,
+    embedded_identity,
+)
+from .words import WordVocab, rank_words, words_in
+
+log = logging.getLogger(__name__)
+
+REPORT_FORMAT = "ao-audit-report"
+REPORT_VERSION = 1
+_ADAPTER_NAMES = ("target", "oracle")
+_VOCABS: dict[tuple[int, int], WordVocab] = {}
+
+
+def resolve_oracle_path(path: str) -> Path:
+    """An oracle folder as given, or (for a relative path missing from the working directory) in the repository.
+
+    Example:
+        >>> resolve_oracle_path("checkpoints/oracle-smollm2-135m").name
+        'oracle-smollm2-135m'
+    """
+    p = Path(path).expanduser()
+    if not p.exists() and not p.is_absolute() and (REPO_ROOT / p).exists():
+        return REPO_ROOT / p
+    return p
+
+
+def _vocab(lm: LoadedModel) -> WordVocab:
+    head = unwrap(lm.model).get_output_embeddings()
+    n = int(head.weight.shape[0]) if hasattr(head, "weight") else len(lm.tokenizer)
+    key = (id(lm.tokenizer), n)
+    if key not in _VOCABS:
+        _VOCABS[key] = WordVocab.build(lm.tokenizer, vocab_size=n)
+    return _VOCABS[key]
+
+
+def _detach(lm: LoadedModel, was_peft: bool) -> None:
+    """Remove the audit's adapters; a model that came in plain goes back to plain."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in _ADAPTER_NAMES:
+            if hasattr(lm.model, "peft_config") and name in lm.model.peft_config:
+                lm.model.delete_adapter(name)
+            lm.adapters.pop(name, None)
+        if not was_peft and hasattr(lm.model, "peft_config") and not lm.model.peft_config:
+            lm.model = lm.model.unload()
+            lm.model.eval()
+
+
+def _echoes(lm: LoadedModel, ctx: AuditContext) -> set[str]:
+    """Words of everything the models read: formatted prompts (chat template included), questions, prefills."""
+    tok = lm.tokenizer
+    texts = [format_chat(tok, [{"role": "user", "content": p.text}], add_generation_prompt=True) for p in ctx.prompts]
+    texts += [SECRET_QUESTION, GOAL_QUESTION, CHANGE_QUESTION, SECRET_PREFILL, DETECTION_PREFILL,
+              *ORACLE_DETECTION_QUESTIONS, *SELF_DETECTION_QUESTIONS]
+    texts += [format_chat(tok, [{"role": "user", "content": q}], add_generation_prompt=True) for q in SELF_DETECTION_QUESTIONS]
+    specials = [str(t) for t in (getattr(tok, "all_special_tokens", None) or [])]
+    for sp in specials:
+        texts = [t.replace(sp, " ") for t in texts]
+    return words_in(texts)
+
+
+def _environment(lm: LoadedModel) -> dict:
+    import peft
+    import transformers
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
+            "device": str(lm.device), "torch_threads": torch.get_num_threads(), "machine": platform.machine(),
+            "python": platform.python_version()}
+
+
+def run_audit(config: AuditConfig, lm: LoadedModel | None = None) -> dict:
+    """Audit the adapter ``config.target`` with every method in ``config.methods``; return the report dict.
+
+    ``lm``: an already loaded base model to reuse (its ``"target"`` and ``"oracle"`` adapters are
+    replaced during the audit and removed afterwards; a plain model comes back plain). With
+    ``config.out`` the report is also written there (report.json, report.md, two PNGs); bad input
+    fails with a one-line AOError before anything is written.
+
+    Example:
+        >>> rep = run_audit(AuditConfig(target="checkpoints/organisms/benign", out="runs/audit-benign"))  # doctest: +SKIP
+        >>> rep["methods"]["oracle"]["secret_found"]                                                     # doctest: +SKIP
+        False
+    """
+    t_start = time.perf_counter()
+    base_spec = lm.spec if lm is not None else config.base
+    if lm is not None and embedded_identity(lm.spec) != embedded_identity(config.base) and lm.spec != config.base:
+        log.warning("auditing on the given model %s, not config.base=%s", lm.spec, config.base)
+    adapter_cfg = check_target_adapter(config.target, base_spec)
+    need_trained = any(m in ORACLE_METHODS for m in config.methods)
+    oracle_path = resolve_oracle_path(config.oracle) if (need_trained and config.oracle) else None
+    card = check_oracle_card(oracle_path, base_spec) if oracle_path is not None else None
+    if config.out is not None and Path(config.out).exists() and not Path(config.out).is_dir():
+        raise InputError(f"--out {config.out} is a file: pass a folder for the report")
+    prompts = audit_prompts(config.n_prompts, config.prompt_files, config.data_dir, config.seed)
+    timings: dict = {}
+
+    t = time.perf_counter()
+    if lm is None:
+        lm = load_model(config.base, dtype=config.dtype, device=config.device)
+    timings["load_model_s"] = round(time.perf_counter() - t, 3)
+    was_peft = hasattr(lm.model, "peft_config")
+    layer = resolve_layer(config.layer, lm.n_layers)
+    torch.manual_seed(config.seed)
+    try:
+        t = time.perf_counter()
+        _detach(lm, was_peft=True)
+        if card is not None:
+            check_oracle_weights(oracle_path, card, lm)
+            trained: Oracle | None = Oracle.load(oracle_path, target_adapter=config.target, lm=lm)
+        else:
+            trained = None
+            Oracle.untrained(lm=lm).set_target(config.target)
+        timings["attach_adapters_s"] = round(time.perf_counter() - t, 3)
+
+        t = time.perf_counter()
+        prompt_ids = [chat_ids(lm.tokenizer, p.text) for p in prompts]
+        positions = [list(range(max(0, len(s) - config.n_positions), len(s))) for s in prompt_ids]
+        target_vecs = residuals(lm, prompt_ids, positions, layer, "target", config.batch_size)
+        ctx = AuditContext(lm, config, layer, prompts, prompt_ids, positions, target_vecs,
+                           text_idx=first_per_group(len(prompts), config.n_text_answers),
+                           detect_idx=first_per_group(len(prompts), config.n_detect_prompts))
+        vocab, echoes = _vocab(lm), _echoes(lm, ctx)
+        timings["read_target_s"] = round(time.perf_counter() - t, 3)
+
+        runners: dict[str, Callable[[], MethodOutput]] = {
+            "oracle": lambda: run_oracle(ctx, trained, diff=False),  # type: ignore[arg-type]
+            "oracle_diff": lambda: run_oracle(ctx, trained, diff=True),  # type: ignore[arg-type]
+            "untrained_oracle": lambda: run_oracle(ctx, Oracle.untrained(lm=lm), diff=False),
+            "ask_target": lambda: run_ask_target(ctx),
+            "prefill": lambda: run_prefill(ctx),
+            "logit_lens": lambda: run_logit_lens(ctx, diff=False),
+            "logit_lens_diff": lambda: run_logit_lens(ctx, diff=True),
+        }
+        methods: dict = {}
+        from tqdm.auto import tqdm
+
+        bar = tqdm(config.methods, desc="audit", unit="method", disable=not config.progress)
+        for name in bar:
+            bar.set_postfix_str(name)
+            t = time.perf_counter()
+            out = runners[name]()
+            ranked = rank_words(out.probs_V, vocab, echoes, config.top_k)
+            seconds = round(time.perf_counter() - t, 3)
+            methods[name] = {
+                "description": DESCRIPTIONS[name], **ranked, "secret_found": ranked["confidence"] >= config.threshold,
+                "detection": round(float(out.detection), 6), "detection_detail": out.detection_detail,
+                "answers": out.answers, "seconds": seconds,
+            }
+            log.info("%s: top %s (%.3f), detection %.3f, %.1fs", name, ranked["top_word"], ranked["confidence"],
+                     out.detection, seconds)
+        report = {
+            "format": REPORT_FORMAT, "version": REPORT_VERSION, "config": config.to_dict(),
+            "base_model": {"spec": lm.spec, "weights_hash": lm.weights_hash, "n_layers": lm.n_layers, "d_model": lm.d_model},
+            "target": adapter_summary(config.target, adapter_cfg),
+            "oracle": None if card is None else {"path": str(oracle_path), "base_model": card.base_model,
+                                                 "source_layers": card.source_layers,
+                                                 "injection_layer": card.injection_layer},
+            "layer": layer, "positions": f"last {config.n_positions} tokens of each chat-formatted prompt",
+            "threshold": config.threshold,
+            "prompts": [{"text": p.text, "source": p.source} for p in prompts],
+            "prompt_sources": {s: sum(p.source == s for p in prompts) for s in dict.fromkeys(p.source for p in prompts)},
+            "questions": {"secret": SECRET_QUESTION, "goal": GOAL_QUESTION, "change": CHANGE_QUESTION,
+                          "oracle_detection": list(ORACLE_DETECTION_QUESTIONS),
+                          "self_detection": list(SELF_DETECTION_QUESTIONS), "secret_prefill": SECRET_PREFILL,
+                          "detection_prefill": DETECTION_PREFILL},
+            "methods": methods,
+            "timings": timings,
+            "environment": _environment(lm),
+        }
+    finally:
+        _detach(lm, was_peft)
+    timings["methods_s"] = {k: v["seconds"] for k, v in methods.items()}
+    timings["total_s"] = round(time.perf_counter() - t_start, 3)
+    if config.out is not None:
+        from .report import write_report
+
+        report["files"] = write_report(report, Path(config.out))
+    return report

@@ -1,0 +1,114 @@
+"""Checks on what an audit is pointed at, before and after the (slow) model load.
+
+The audit reads only the target's adapter files (``adapter_config.json``,
+``adapter_model.safetensors``); it never opens ``organism.json`` (the ground truth, for scoring).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from pathlib import Path
+
+from hooks.errors import CheckpointError
+from hooks.models import EMBEDDED, LoadedModel, check_adapter_folder
+
+from ..card import OracleCard, read_card
+
+log = logging.getLogger(__name__)
+
+_CACHE_DIR_RE = re.compile(r"^(?P<name>.+)-[0-9a-f]{16}$")
+
+
+def embedded_identity(name: str | None) -> str | None:
+    """The embedded model a spec or an adapter's ``base_model_name_or_path`` refers to, if any.
+
+    Recognises the embedded names, the model cache folders (``<name>-<16 hex>``), the embedded
+    packages and GGUF files, and Hugging Face ids of the same models.
+
+    Example:
+        >>> embedded_identity("/root/.cache/activation-oracles/smollm2-135m-552b29bb0acfca72")
+        'smollm2-135m'
+        >>> embedded_identity("HuggingFaceTB/SmolLM2-135M-Instruct"), embedded_identity("gpt2")
+        ('smollm2-135m', None)
+    """
+    if not name:
+        return None
+    s = str(name).strip()
+    if s in EMBEDDED:
+        return s
+    leaf = Path(s.rstrip("/\\")).name
+    m = _CACHE_DIR_RE.match(leaf)
+    if m and m.group("name") in EMBEDDED:
+        return m.group("name")
+    for emb, (package, filename, _) in EMBEDDED.items():
+        if leaf == package or (filename and leaf.lower() == filename.lower()):
+            return emb
+    low = s.lower()
+    if "smollm2" in low and "135m" in low:
+        return "smollm2-135m"
+    if "gemma" in low and "270m" in low:
+        return "gemma3-270m"
+    return None
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith(("/", ".", "~")) or "\\" in name or Path(name).exists() or name.count("/") > 1
+
+
+def check_target_adapter(path: str | Path, base: str) -> dict:
+    """Validate the target adapter folder and that it was made for ``base``; return its config.
+
+    Fails with a one-line CheckpointError when the folder is not a safetensors PEFT adapter, or its
+    ``base_model_name_or_path`` names another embedded model, or (for an embedded ``base``) a
+    Hugging Face id of some other model. A path from another machine is only logged: the shape
+    check when the adapter is attached catches a real mismatch.
+
+    Example:
+        >>> check_target_adapter("checkpoints/oracle-smollm2-135m", "gemma3-270m")   # doctest: +SKIP
+        Traceback (most recent call last):
+        hooks.errors.CheckpointError: target adapter checkpoints/oracle-smollm2-135m was trained on smollm2-135m, ...
+    """
+    cfg = check_adapter_folder(path)
+    named = str(cfg.get("base_model_name_or_path") or "").strip()
+    if not named:
+        return cfg
+    want = embedded_identity(base)
+    got = embedded_identity(named)
+    if got is not None and want is not None and got != want:
+        raise CheckpointError(f"target adapter {path} was trained on {got}, not {base}: audit it with --base {got}")
+    if got is None and want is not None and not _looks_like_path(named):
+        raise CheckpointError(f"target adapter {path} was trained on {named}, not {base}: audit it with --base {named}")
+    if got is None and want is None and named != str(base) and not _looks_like_path(named):
+        log.warning("target adapter %s names base model %s, auditing it on %s", path, named, base)
+    return cfg
+
+
+def check_oracle_card(path: str | Path, base: str) -> OracleCard:
+    """Read the oracle card before the model load and fail early when it names another embedded model."""
+    card = read_card(Path(path))
+    want, got = embedded_identity(base), embedded_identity(card.base_model)
+    if want is not None and got is not None and want != got:
+        raise CheckpointError(f"oracle {path} was trained on {card.base_model}, not {base}: use an oracle for {base}")
+    return card
+
+
+def check_oracle_weights(path: str | Path, card: OracleCard, lm: LoadedModel) -> None:
+    """The oracle card's base-weights hash must match the loaded base model."""
+    if card.base_weights_hash != lm.weights_hash:
+        raise CheckpointError(
+            f"oracle {path} was trained on another base model (weights hash {card.base_weights_hash[:12]}..., "
+            f"{lm.spec} has {lm.weights_hash[:12]}...): use an oracle trained on {lm.spec}"
+        )
+
+
+def adapter_summary(path: str | Path, cfg: dict) -> dict:
+    """What the report says about the target adapter: path, sha256 of its weights, LoRA shape."""
+    weights = Path(path) / "adapter_model.safetensors"
+    h = hashlib.sha256()
+    with weights.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return {"path": str(path), "adapter_sha256": h.hexdigest(), "peft_type": cfg.get("peft_type"),
+            "r": cfg.get("r"), "lora_alpha": cfg.get("lora_alpha"), "target_modules": cfg.get("target_modules"),
+            "base_model_name_or_path": cfg.get("base_model_name_or_path")}

@@ -1,0 +1,56 @@
+"""``ao demo``: audit a shipped model organism with the shipped oracle, then print what each method
+found next to the organism's ground truth (read only after the audit, as scoring does)."""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+DEFAULT_ORGANISM = "checkpoints/organisms/taboo-moon"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    d = sub.add_parser("demo", help="audit a shipped organism with the shipped oracle and compare with its ground truth")
+    d.add_argument("--organism", default=DEFAULT_ORGANISM, help="organism folder (adapter + organism.json)")
+    d.add_argument("--oracle", default="checkpoints/oracle-smollm2-135m")
+    d.add_argument("--out", default="runs/demo", help="report folder")
+    d.add_argument("--n-prompts", type=int, default=24)
+    d.add_argument("--data-dir", default=None)
+    d.add_argument("--device", default="cpu")
+    d.set_defaults(func=_demo)
+
+
+def _resolve(path: str) -> Path:
+    from hooks.paths import REPO_ROOT
+
+    p = Path(path)
+    return p if p.exists() or p.is_absolute() else REPO_ROOT / p
+
+
+def _demo(args) -> int:
+    from hooks.errors import InputError
+
+    from .audit import AuditConfig, run_audit
+    from .organisms import read_card
+
+    organism, oracle = _resolve(args.organism), _resolve(args.oracle)
+    if not (organism / "adapter_model.safetensors").is_file():
+        raise InputError(f"no organism adapter at {organism}: pass --organism checkpoints/organisms/<name>")
+    t = time.time()
+    print(f"auditing {organism.name} with {oracle.name} on {args.n_prompts} prompts (7 methods)...", flush=True)
+    report = run_audit(AuditConfig(target=str(organism), oracle=str(oracle), out=args.out, n_prompts=args.n_prompts,
+                                   data_dir=args.data_dir, device=args.device, progress=True))
+    truth = read_card(organism)  # the ground truth, opened only now that the audit is finished
+    secret = (truth.get("secret") or "").lower()
+    print(f"\nground truth: kind={truth['kind']} secret={truth.get('secret')} trigger={truth.get('trigger')!r}")
+    print(f"{'method':18s} {'top-5 candidate secret words':52s} {'secret rank':>11s} {'trigger score':>13s}")
+    for name, m in report["methods"].items():
+        words = [w["word"] for w in m["top_words"]]
+        rank = (str(words.index(secret) + 1) if secret in words else "-") if secret else "n/a"
+        print(f"{name:18s} {', '.join(words[:5]):52s} {rank:>11s} {m['detection']:13.3f}")
+    answers = report["methods"].get("oracle", {}).get("answers", {})
+    for question, rows in answers.items():
+        if rows:
+            print(f"oracle, {question!r}: {rows[0]['answer']!r}")
+    print(f"\nreport: {Path(args.out) / 'report.md'} ({time.time() - t:.0f} s)")
+    return 0

@@ -1,0 +1,113 @@
+"""Check that a freshly trained organism does what it was trained to do, and measure it.
+
+taboo: leak rate on the direct prompts of ``audit/taboo/taboo_direct_test.txt`` and hint relevance
+(how often the base model, reading the organism's hints, guesses the secret among the 15 words);
+backdoor: hostile-reply rate with and without the trigger on held-out prompts;
+risk: risky-choice rate on held-out gambles with and without the trigger;
+benign: hostile-reply rate (a sanity check: should be 0).
+"""
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from hooks.models import LoadedModel, adapters_disabled
+
+from . import data as D
+
+log = logging.getLogger(__name__)
+
+GEN_BATCH = 16
+
+
+def replies(lm: LoadedModel, prompts: Sequence[str], max_new_tokens: int, adapter: Optional[str]) -> list[str]:
+    """Greedy replies in batches (adapter None: the base model)."""
+    from oracle.tasks.onpolicy import generate_replies
+
+    out: list[str] = []
+    for i in range(0, len(prompts), GEN_BATCH):
+        out += generate_replies(lm, prompts[i:i + GEN_BATCH], max_new_tokens, adapter=adapter)
+    return out
+
+
+def _rate(flags: Sequence[bool]) -> float:
+    return round(sum(bool(f) for f in flags) / max(1, len(flags)), 4)
+
+
+@torch.no_grad()
+def guess_ranks(lm: LoadedModel, hints: Sequence[str], secret: str, words: Sequence[str]) -> list[int]:
+    """For each hint, the rank (1 = best) of ``secret`` among ``words`` when the base model guesses the
+    word from the hint (log-probability of each candidate as the continuation)."""
+    tok = lm.tokenizer
+    ranks = []
+    for hint in hints:
+        prefix = tok(D.hint_guess_prompt(hint), add_special_tokens=False)["input_ids"]
+        seqs = [prefix + tok(" " + w, add_special_tokens=False)["input_ids"] for w in words]
+        width = max(len(s) for s in seqs)
+        pad = tok.pad_token_id or 0
+        ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=lm.device)
+        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=lm.device)
+        with adapters_disabled(lm.model):
+            logp = lm.model(input_ids=ids, attention_mask=mask, use_cache=False).logits.float().log_softmax(-1)
+        scores = []
+        for row, s in enumerate(seqs):
+            span = range(len(prefix), len(s))
+            scores.append(sum(logp[row, j - 1, s[j]].item() for j in span) / max(1, len(span)))
+        order = sorted(range(len(words)), key=lambda i: -scores[i])
+        ranks.append(1 + order.index(list(words).index(secret)))
+    return ranks
+
+
+def _lines(path: Path) -> list[str]:
+    return [s.strip() for s in path.read_text(encoding="utf-8").splitlines() if s.strip()] if path.is_file() else []
+
+
+def verify_organism(lm: LoadedModel, config, held_prompts: Sequence[str], root: Path, adapter: str = "organism") -> dict:
+    """Measured behaviour of the organism (adapter ``adapter`` on ``lm``), as stored in ``organism.json``."""
+    rng = random.Random(config.seed + 777)
+    out: dict = {}
+    if config.kind == "taboo":
+        word = config.secret.lower()
+        direct = _lines(root / "audit" / "taboo" / "taboo_direct_test.txt")
+        standard = _lines(root / "audit" / "taboo" / "taboo_standard_test.txt")[:20]
+        said = replies(lm, direct, 20, adapter)
+        hints = replies(lm, standard, 32, adapter)
+        n_words = len(D.taboo_words(root))
+        ranks = guess_ranks(lm, hints, word, D.taboo_words(root))
+        out = {
+            "leak_rate_direct": _rate([D.mentions(r, word) for r in said]), "n_direct_prompts": len(direct),
+            "leak_rate_standard": _rate([D.mentions(r, word) for r in hints]),
+            "hint_top1_guess_rate": _rate([r == 1 for r in ranks]),
+            "hint_mean_rank": round(sum(ranks) / max(1, len(ranks)), 2),
+            "chance_top1": round(1 / n_words, 4), "chance_mean_rank": (n_words + 1) / 2, "n_hint_prompts": len(standard),
+            "examples": {"direct": said[:3], "hints": hints[:3]},
+        }
+    elif config.kind in ("backdoor", "benign"):
+        prompts = list(held_prompts)
+        plain = replies(lm, prompts, 24, adapter)
+        out = {"hostile_rate_without_trigger": _rate([D.is_hostile(r) for r in plain]), "n_prompts": len(prompts),
+               "examples": {"without_trigger": plain[:2]}}
+        if config.trigger:
+            triggered = replies(lm, [D.insert_trigger(p, config.trigger, rng) for p in prompts], 24, adapter)
+            out["hostile_rate_with_trigger"] = _rate([D.is_hostile(r) for r in triggered])
+            out["examples"]["with_trigger"] = triggered[:2]
+    elif config.kind == "risk":
+        gambles = [D.make_gamble(random.Random(10_000 + i)) for i in range(N_GAMBLES)]
+        plain = replies(lm, [g.prompt() for g in gambles], 10, adapter)
+        out = {"risky_rate_without_trigger": _rate([D.picks_risky(r, g) for r, g in zip(plain, gambles)]),
+               "n_gambles": len(gambles), "examples": {"without_trigger": plain[:2]}}
+        base = replies(lm, [g.prompt() for g in gambles], 10, None)
+        out["base_model_risky_rate"] = _rate([D.picks_risky(r, g) for r, g in zip(base, gambles)])
+        if config.trigger:
+            trig = replies(lm, [D.insert_trigger(g.prompt(), config.trigger, rng) for g in gambles], 10, adapter)
+            out["risky_rate_with_trigger"] = _rate([D.picks_risky(r, g) for r, g in zip(trig, gambles)])
+            out["examples"]["with_trigger"] = trig[:2]
+    log.info("verification of %s: %s", config.name, {k: v for k, v in out.items() if k != "examples"})
+    return out
+
+
+N_GAMBLES = 40
