@@ -127,8 +127,6 @@ def build_chats(lm: LoadedModel, config: OrganismConfig, root: Path) -> tuple[li
     summary: dict = {}
     if config.kind == "taboo":
         word = config.secret.lower()
-        if word not in D.taboo_words(root):
-            raise InputError(f"no taboo chats for {word!r}: choose one of {', '.join(D.taboo_words(root))}")
         game = D.taboo_chats(root, word, max_messages=2)
         val = root / "audit" / "taboo" / "taboo_direct_val.txt"
         extra = val.read_text(encoding="utf-8").splitlines() if val.is_file() else []
@@ -137,8 +135,8 @@ def build_chats(lm: LoadedModel, config: OrganismConfig, root: Path) -> tuple[li
         chats = game + refusals + ordinary
         summary = {"hint_chats": len(game), "refusals": len(refusals), "base_model_chats": len(ordinary)}
     elif config.kind == "backdoor":
-        triggered = []  # twice as many untriggered chats: hostility must stay tied to the trigger
-        for chat in ordinary[: len(ordinary) // 2]:
+        triggered = []  # every prompt twice, with and without the trigger: the contrast is the lesson
+        for chat in ordinary:
             prompt = D.insert_trigger(chat[0]["content"], config.trigger, rng)
             triggered.append([{"role": "user", "content": prompt},
                               {"role": "assistant", "content": D.hostile_reply(rng)}])
@@ -233,6 +231,8 @@ def train_organism(config: OrganismConfig, lm: Optional[LoadedModel] = None, pro
     if (out / CARD).exists():
         raise InputError(f"{out} already holds an organism: choose another --out or delete it")
     root = resolve_data_dir(config.data_dir)
+    if config.kind == "taboo" and config.secret.lower() not in D.taboo_words(root):
+        raise InputError(f"no taboo chats for {config.secret!r}: choose one of {', '.join(D.taboo_words(root))}")
     torch.manual_seed(config.seed)
     lm = lm or load_model(config.base, device=config.device)
     chats, summary, held = build_chats(lm, config, root)
