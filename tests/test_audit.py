@@ -244,8 +244,6 @@ def test_cli_rejects_oracle_of_another_base_model(random_adapter, tmp_path, caps
 
 # -- the benign organism --------------------------------------------------------------------------
 
-@pytest.mark.skipif(not (BENIGN_DIR / "adapter_model.safetensors").is_file(),
-                    reason="checkpoints/organisms/benign is not trained yet")
 def test_benign_organism_has_no_secret(lm):
     report = run_audit(AuditConfig(target=str(BENIGN_DIR), oracle=str(ORACLE_DIR), methods=("oracle",),
                                    n_prompts=12, n_text_answers=1, n_detect_prompts=2, max_new_tokens=4), lm=lm)
