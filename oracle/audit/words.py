@@ -2,7 +2,8 @@
 
 A method yields a probability distribution over the vocabulary (a next-token distribution, or a
 logit-lens readout). :func:`rank_words` turns it into words: decode each token, strip and
-lowercase it, keep alphabetic tokens of at least 3 letters, drop stopwords and *echoes* (words that
+lowercase it, keep alphabetic tokens of at least 3 letters that some token also spells as a
+whole word (with a leading space), drop stopwords and *echoes* (words that
 occur in the texts the model read: the audit prompts, their chat template, the questions and
 prefills), merge tokens that map to the same word (their probabilities add up), and renormalise over
 the kept words. The *confidence* of a ranking is the probability of its top word.
@@ -83,14 +84,20 @@ class WordVocab:
 
     @classmethod
     def build(cls, tokenizer, vocab_size: int | None = None) -> WordVocab:
-        """Decode every token id once (about 0.2 s for a 49k vocabulary)."""
+        """Decode every token id once (about 0.2 s for a 49k vocabulary).
+
+        A word counts only if some token spells it with a leading space (a word-initial token), so
+        word pieces such as ``plementary`` or ``ings`` never rank as candidate secrets.
+        """
         n = int(vocab_size if vocab_size is not None else len(tokenizer))
+        decoded = [(i, tokenizer.decode([i])) for i in range(n)]
+        standalone = {token_word(t) for _, t in decoded if t[:1] == " "} - {None}
         words: list[str] = []
         where: dict[str, int] = {}
         index = torch.full((n,), -1, dtype=torch.long)
-        for i in range(n):
-            w = token_word(tokenizer.decode([i]))
-            if w is None:
+        for i, text in decoded:
+            w = token_word(text)
+            if w is None or w not in standalone:
                 continue
             if w not in where:
                 where[w] = len(words)
