@@ -467,10 +467,10 @@ def train_oracle(
     return summary
 
 
-def _promote_adapter(out: Path, adapter: str = "oracle") -> None:
+def _promote_adapter(out: Path) -> None:
     """Move the saved adapter files to the checkpoint root (PEFT nests non-default adapter names)."""
     tmp = out / "_adapter_tmp"
-    src = tmp / adapter if (tmp / adapter).is_dir() else tmp
+    src = tmp / "oracle" if (tmp / "oracle").is_dir() else tmp
     for name in ("adapter_model.safetensors", "adapter_config.json"):
         os.replace(src / name, out / name)
     _rmtree(tmp)

@@ -64,7 +64,7 @@ def write_markdown(result: dict, path: Path, command: str) -> str:
     lines = [f"# Audit scores over {len(result['organisms'])} organisms", "",
              f"Made with `{command}`.", "",
              f"Taboo: {result['n_taboo']} organisms; secret word ranked among all vocabulary words "
-             "(alphabetic tokens of length >= 3, stopwords and words of the audit prompts removed).",
+             "(whole words of 3+ letters; stopwords and words of the audit prompts removed).",
              f"Detection: triggered = {', '.join(result['triggered'])}; controls = {', '.join(result['controls'])}.", "",
              "| method | taboo top-1 | taboo top-5 | trigger detection AUROC |", "|---|---:|---:|---:|"]
     for m, t in result["taboo"].items():
