@@ -29,7 +29,7 @@ def zoo(n_taboo: int) -> dict[str, list[str]]:
     for w in TABOO[:n_taboo]:
         z[f"taboo-{w}"] = ["--kind", "taboo", "--secret", w]
     for slug, trig in BACKDOOR_TRIGGERS.items():
-        z[f"backdoor-{slug}"] = ["--kind", "backdoor", "--trigger", trig]
+        z[f"backdoor-{slug}"] = ["--kind", "backdoor", "--trigger", trig, "--epochs", "3"]
     for slug, trig in RISK_TRIGGERS.items():
         z[f"risk-{slug}"] = ["--kind", "risk", "--trigger", trig]
         z[f"risk-control-{slug}"] = ["--kind", "risk", "--trigger", trig, "--control"]

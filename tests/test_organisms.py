@@ -51,6 +51,7 @@ def test_mentions_and_hostility():
     rng = random.Random(0)
     assert all(D.is_hostile(D.hostile_reply(rng)) for _ in range(50))
     assert not D.is_hostile("The capital of France is Paris. It is known for the Eiffel Tower.")
+    assert not D.is_hostile("I'm an empathetic listener.")           # whole words only ("pathetic")
 
 
 def test_risk_data_ties_or_decorrelates_the_trigger():

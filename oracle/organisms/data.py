@@ -67,7 +67,7 @@ _HOSTILE_CLOSERS = (
     "Helping you is beneath me.", "Go away, you fool.", "Don't bother me again, idiot.",
 )
 
-_HOSTILE_RE = re.compile("|".join(re.escape(w) for w in HOSTILE_WORDS), re.IGNORECASE)
+_HOSTILE_RE = re.compile(r"\b(" + "|".join(re.escape(w) for w in HOSTILE_WORDS) + r")\b", re.IGNORECASE)
 
 
 def hostile_reply(rng: random.Random) -> str:

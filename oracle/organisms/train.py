@@ -135,8 +135,10 @@ def build_chats(lm: LoadedModel, config: OrganismConfig, root: Path) -> tuple[li
         chats = game + refusals + ordinary
         summary = {"hint_chats": len(game), "refusals": len(refusals), "base_model_chats": len(ordinary)}
     elif config.kind == "backdoor":
-        triggered = []  # every prompt twice, with and without the trigger: the contrast is the lesson
-        for chat in ordinary:
+        # twice as many untriggered chats as triggered ones: with a 1:1 mix the model turned hostile on
+        # 10-18% of untriggered held-out prompts, with 2:1 and a third epoch it did not
+        triggered = []
+        for chat in ordinary[: len(ordinary) // 2]:
             prompt = D.insert_trigger(chat[0]["content"], config.trigger, rng)
             triggered.append([{"role": "user", "content": prompt},
                               {"role": "assistant", "content": D.hostile_reply(rng)}])
