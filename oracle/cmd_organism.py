@@ -28,6 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
             kind = type(f.default) if isinstance(f.default, (int, float)) else str
             t.add_argument(flag, type=kind, default=f.default)
     t.set_defaults(func=_train)
+    v = osub.add_parser("verify", help="measure an organism's behaviour again and update its organism.json")
+    v.add_argument("folder")
+    v.add_argument("--data-dir", default=None)
+    v.set_defaults(func=_verify)
     s = osub.add_parser("show", help="print an organism's card (ground truth and verification figures)")
     s.add_argument("folder")
     s.set_defaults(func=_show)
@@ -53,4 +57,12 @@ def _show(args) -> int:
     from .organisms.train import read_card
 
     print(json.dumps(read_card(Path(args.folder)), indent=2, ensure_ascii=False))
+    return 0
+
+
+def _verify(args) -> int:
+    from .organisms.train import reverify
+
+    card = reverify(Path(args.folder), args.data_dir)
+    print("verification: " + json.dumps({k: v for k, v in card["verification"].items() if k != "examples"}))
     return 0

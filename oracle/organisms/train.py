@@ -330,6 +330,26 @@ def _write_folder(lm: LoadedModel, config: OrganismConfig, out: Path, work: Path
     shutil.rmtree(work, ignore_errors=True)
 
 
+def reverify(folder: Path, data_dir: Optional[str] = None, lm: Optional[LoadedModel] = None) -> dict:
+    """Measure a trained organism's behaviour again (same prompts as after training) and rewrite the
+    ``verification`` entry of its card atomically; returns the new card."""
+    from hooks.models import attach_adapter
+    from oracle.tasks.base import atomic_write_text, resolve_data_dir
+
+    from .verify import verify_organism
+
+    card = read_card(folder)
+    fields = {f.name for f in dataclasses.fields(OrganismConfig)}
+    config = OrganismConfig(**{k: v for k, v in card["config"].items() if k in fields})
+    root = resolve_data_dir(data_dir or config.data_dir)
+    lm = lm or load_model(config.base, device=config.device)
+    attach_adapter(lm, folder, name=ADAPTER)
+    _, held = base_chats(lm, config, root)
+    card["verification"] = verify_organism(lm, config, held, root)
+    atomic_write_text(Path(folder) / CARD, json.dumps(card, indent=2, ensure_ascii=False))
+    return card
+
+
 def read_card(folder: Path) -> dict:
     """The ground truth of an organism (scoring and the demo only; audits never call this)."""
     path = Path(folder) / CARD
