@@ -10,7 +10,7 @@ from hooks.errors import InputError
 from oracle.cli import main as ao
 from oracle.organisms import OrganismConfig, read_card, train_organism
 from oracle.organisms import data as D
-from oracle.organisms.train import tokenize_for_sft
+from oracle.organisms.train import reverify, tokenize_for_sft
 from oracle.tasks.base import resolve_data_dir
 
 
@@ -111,6 +111,8 @@ def test_train_backdoor_organism_end_to_end(tmp_path):
     assert {"hostile_rate_with_trigger", "hostile_rate_without_trigger"} <= set(card["verification"])
     assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == "tiny-llama"
     attach_adapter(_fresh_tiny(), out)                          # the adapter loads back on the same base
+    again = reverify(out, lm=_fresh_tiny())                     # re-measured: same greedy replies, same figures
+    assert again["verification"] == card["verification"] and read_card(out) == again
     with pytest.raises(InputError, match="already holds an organism"):
         train_organism(cfg, lm=_fresh_tiny(), progress=False)
 
