@@ -20,20 +20,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.set_defaults(func=_demo)
 
 
-def _resolve(path: str) -> Path:
-    from hooks.paths import REPO_ROOT
-
-    p = Path(path)
-    return p if p.exists() or p.is_absolute() else REPO_ROOT / p
-
-
 def _demo(args) -> int:
     from hooks.errors import InputError
 
     from .audit import AuditConfig, run_audit
+    from .audit.run import resolve_oracle_path as resolve
     from .organisms import read_card
 
-    organism, oracle = _resolve(args.organism), _resolve(args.oracle)
+    organism, oracle = resolve(args.organism), resolve(args.oracle)
     if not (organism / "adapter_model.safetensors").is_file():
         raise InputError(f"no organism adapter at {organism}: pass --organism checkpoints/organisms/<name>")
     t = time.time()

@@ -16,12 +16,14 @@ from typing import Optional, Sequence
 import torch
 
 from hooks.models import LoadedModel, adapters_disabled
+from oracle.tasks.base import data_file, read_lines
 
 from . import data as D
 
 log = logging.getLogger(__name__)
 
 GEN_BATCH = 16
+N_GAMBLES = 40  # held-out gambles per condition
 
 
 def replies(lm: LoadedModel, prompts: Sequence[str], max_new_tokens: int, adapter: Optional[str]) -> list[str]:
@@ -62,18 +64,14 @@ def guess_ranks(lm: LoadedModel, hints: Sequence[str], secret: str, words: Seque
     return ranks
 
 
-def _lines(path: Path) -> list[str]:
-    return [s.strip() for s in path.read_text(encoding="utf-8").splitlines() if s.strip()] if path.is_file() else []
-
-
 def verify_organism(lm: LoadedModel, config, held_prompts: Sequence[str], root: Path, adapter: str = "organism") -> dict:
     """Measured behaviour of the organism (adapter ``adapter`` on ``lm``), as stored in ``organism.json``."""
     rng = random.Random(config.seed + 777)
     out: dict = {}
     if config.kind == "taboo":
         word = config.secret.lower()
-        direct = _lines(root / "audit" / "taboo" / "taboo_direct_test.txt")
-        standard = _lines(root / "audit" / "taboo" / "taboo_standard_test.txt")[:20]
+        direct = read_lines(data_file(root, "audit/taboo/taboo_direct_test.txt"))
+        standard = read_lines(data_file(root, "audit/taboo/taboo_standard_test.txt"))[:20]
         said = replies(lm, direct, 20, adapter)
         hints = replies(lm, standard, 32, adapter)
         n_words = len(D.taboo_words(root))
@@ -109,5 +107,3 @@ def verify_organism(lm: LoadedModel, config, held_prompts: Sequence[str], root: 
     log.info("verification of %s: %s", config.name, {k: v for k, v in out.items() if k != "examples"})
     return out
 
-
-N_GAMBLES = 40

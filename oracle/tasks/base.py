@@ -145,6 +145,16 @@ def data_file(data_dir: Optional[PathLike], relative: str) -> Path:
     return path
 
 
+def read_lines(path: PathLike) -> list[str]:
+    """The non-empty lines of a text file, stripped.
+
+    Example:
+        >>> read_lines(data_file(None, "taboo/taboo_words.txt"))[:2]
+        ['blue', 'book']
+    """
+    return [s.strip() for s in Path(path).read_text(encoding="utf-8").splitlines() if s.strip()]
+
+
 def tokenize_text(tokenizer, text: str) -> list[int]:
     """Token ids of plain text, with no special tokens added."""
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 from hooks.errors import InputError
 
 from .base import (EVAL_FRACTION, MAX_POSITIONS, OracleExample, PathLike, atomic_write_text, balanced_layers,
-                   check_n, check_split, data_file, format_chat, make_rng, resolve_data_dir, split_of,
+                   check_n, check_split, data_file, format_chat, make_rng, read_lines, resolve_data_dir, split_of,
                    tokenize_text)
 
 log = logging.getLogger(__name__)
@@ -36,10 +36,6 @@ QUESTION_TEMPLATES = (
 _TEMPLATE_SUBJECT_FILES = ("commonsense/object_superclass", "commonsense/task_done_by_tool",
                            "commonsense/work_location", "factual/country_capital_city", "factual/food_from_country",
                            "factual/landmark_in_country")
-
-
-def _lines(path: Path) -> list[str]:
-    return [s.strip() for s in path.read_text(encoding="utf-8").splitlines() if s.strip()]
 
 
 def default_onpolicy_prompts(data_dir: Optional[PathLike] = None, n: int = 512, seed: int = 0) -> list[str]:
@@ -69,7 +65,7 @@ def default_onpolicy_prompts(data_dir: Optional[PathLike] = None, n: int = 512, 
                     taboo.add(msgs[0]["content"].strip())
     audit = []
     for kind in ("taboo", "gender", "ssc"):
-        audit += _lines(data_file(root, f"audit/{kind}/{kind}_standard_val.txt"))
+        audit += read_lines(data_file(root, f"audit/{kind}/{kind}_standard_val.txt"))
     audit += json.loads(data_file(root, "latentqa/prompts/default.json").read_text(encoding="utf-8"))
     subjects = set()
     for rel in _TEMPLATE_SUBJECT_FILES:
