@@ -10,7 +10,10 @@ import copy
 import itertools
 import logging
 import re
+import threading
 import weakref
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional, Sequence
 
@@ -71,31 +74,69 @@ def pad_batch(
     return tokens_BL, mask_BL
 
 
-def _forward_torch(model: nn.Module, tokens_BL, mask_BL, layers: Sequence[int]) -> dict[int, torch.Tensor]:
-    blocks = decoder_layers(model)
-    deepest = max(layers)
-    acts: dict[int, torch.Tensor] = {}
-    handles = []
+class HookedForward:
+    """Forward hooks on the requested blocks that write into the calling thread's own dict, so
+    several threads can run captures through one shared model at the same time.
 
-    def make_hook(idx: int) -> Callable:
+    The hooks stay registered until ``close()`` (or the end of a ``with`` block), so a run of many
+    batches registers them once; a forward of another thread that is not capturing passes through.
+
+    Example:
+        >>> from hooks.testing import tiny_model
+        >>> t, m = pad_batch([[5, 6, 7]], pad_id=0)
+        >>> with HookedForward(tiny_model("llama"), [1]) as fwd:
+        ...     tuple(fwd(t, m)[1].shape)
+        (1, 3, 64)
+    """
+
+    def __init__(self, model: nn.Module, layers: Sequence[int]) -> None:
+        if not layers:
+            raise InputError("no layers to capture")
+        self.model = model
+        self.deepest = max(layers)
+        self._local = threading.local()
+        blocks = decoder_layers(model)
+        self._handles = [blocks[idx].register_forward_hook(self._hook(idx)) for idx in sorted(set(layers))]
+
+    def _hook(self, idx: int) -> Callable:
         def hook(_module, _inputs, output):
+            acts = getattr(self._local, "acts", None)
+            if acts is None:   # a forward of a thread that is not capturing
+                return None
             acts[idx] = block_output(output).detach()
-            if idx == deepest:
+            if idx == self.deepest:
                 raise _StopForward
+            return None
 
         return hook
 
-    for idx in set(layers):
-        handles.append(blocks[idx].register_forward_hook(make_hook(idx)))
-    try:
-        model(input_ids=tokens_BL, attention_mask=mask_BL, position_ids=position_ids_from_mask(mask_BL),
-              use_cache=False)
-    except _StopForward:
-        pass
-    finally:
-        for h in handles:
+    @torch.inference_mode()
+    def __call__(self, tokens_BL: torch.Tensor, mask_BL: torch.Tensor) -> dict[int, torch.Tensor]:
+        self._local.acts = acts = {}
+        try:
+            self.model(input_ids=tokens_BL, attention_mask=mask_BL, position_ids=position_ids_from_mask(mask_BL),
+                       use_cache=False)
+        except _StopForward:
+            pass
+        finally:
+            self._local.acts = None
+        return acts
+
+    def close(self) -> None:
+        for h in self._handles:
             h.remove()
-    return acts
+        self._handles = []
+
+    def __enter__(self) -> "HookedForward":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _forward_torch(model: nn.Module, tokens_BL, mask_BL, layers: Sequence[int]) -> dict[int, torch.Tensor]:
+    with HookedForward(model, layers) as fwd:
+        return fwd(tokens_BL, mask_BL)
 
 
 def _forward_nnsight(model: nn.Module, tokens_BL, mask_BL, layers: Sequence[int]) -> dict[int, torch.Tensor]:
@@ -341,6 +382,37 @@ class DocCapture:
     acts: dict[int, torch.Tensor]        # layer -> (T, D) on CPU
 
 
+def default_workers(device: str | torch.device, backend: str = "torch") -> int:
+    """Batches to run at once: on CPU with the torch backend, one per torch thread (at most 4).
+
+    A small model's forward on a few CPU cores spends a good share of its time in short ops that
+    each pay a thread-pool round trip; running batches side by side, each on one thread, keeps every
+    core busy instead. On GPU, and for nnsight and TransformerLens (whose tracing is not thread-safe),
+    one batch at a time.
+
+    Example:
+        >>> default_workers("cuda")
+        1
+    """
+    if torch.device(device).type != "cpu" or backend != "torch":
+        return 1
+    return max(1, min(4, torch.get_num_threads()))
+
+
+@contextmanager
+def _threads_per_worker(workers: int) -> Iterator[None]:
+    """Split torch's intra-op threads between ``workers`` concurrent batches (restored afterwards)."""
+    if workers <= 1:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, before // workers))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def capture_documents(
     model: nn.Module,
     docs_tokens: Sequence[Sequence[int]],
@@ -354,10 +426,13 @@ def capture_documents(
     tokenizer=None,
     out_dtype: torch.dtype = torch.float32,
     on_batch: Optional[Callable[[int, int], None]] = None,
+    workers: int = 1,
 ) -> list[DocCapture]:
     """Capture tokenized documents in length-sorted batches; returns one ``DocCapture`` per doc, in input order.
 
-    ``on_batch(n_docs, n_tokens)`` is called after each batch (for progress bars).
+    ``on_batch(n_docs, n_tokens)`` is called after each batch (for progress bars). ``workers`` > 1
+    runs that many batches at once in threads sharing the model (torch backend only; see
+    ``default_workers``); each batch is computed exactly as it would be alone.
 
     Example:
         >>> from hooks.testing import tiny_model
@@ -367,12 +442,21 @@ def capture_documents(
     """
     if any(len(d) == 0 for d in docs_tokens):
         raise InputError("a document has no tokens: drop empty texts before capturing")
+    if backend not in BACKENDS:
+        raise InputError(f"unknown capture backend {backend!r}: use one of {', '.join(BACKENDS)}")
+    if workers < 1 or (workers > 1 and backend != "torch"):
+        raise InputError(f"workers={workers}: use 1, or more only with the torch backend")
     device = model.get_input_embeddings().weight.device
     out: list[Optional[DocCapture]] = [None] * len(docs_tokens)
     lengths = [len(d) for d in docs_tokens]
-    for batch in length_sorted_batches(lengths, max_batch, max_tokens):
+    hooked = HookedForward(model, layers) if backend == "torch" else None
+
+    def run_batch(batch: list[int]) -> tuple[list[int], list[list[int]], dict[int, tuple], int]:
         tokens_BL, mask_BL = pad_batch([docs_tokens[i] for i in batch], pad_id, padding_side, device)
-        acts = capture_batch(model, tokens_BL, mask_BL, layers, backend=backend, tokenizer=tokenizer)
+        if hooked is not None:
+            acts = hooked(tokens_BL, mask_BL)
+        else:
+            acts = capture_batch(model, tokens_BL, mask_BL, layers, backend=backend, tokenizer=tokenizer)
         width = tokens_BL.shape[1]
         # One gather per layer per batch (not one per document): the kept rows of every document,
         # in batch order, then split into per-document views of that compact tensor. Small torch
@@ -386,13 +470,23 @@ def capture_documents(
         for L, a_BLD in acts.items():
             kept_RD = a_BLD.reshape(-1, a_BLD.shape[-1]).index_select(0, idx.to(a_BLD.device))
             split[L] = torch.split(kept_RD.to("cpu", out_dtype), sizes)
-        for j, (doc_idx, keep) in enumerate(zip(batch, keeps)):
-            doc = docs_tokens[doc_idx]
-            out[doc_idx] = DocCapture(
-                tokens=torch.as_tensor([doc[p] for p in keep], dtype=torch.int32),
-                positions=torch.as_tensor(keep, dtype=torch.int32),
-                acts={L: parts[j] for L, parts in split.items()},
-            )
-        if on_batch is not None:
-            on_batch(len(batch), int(mask_BL.sum()))
+        return batch, keeps, split, int(mask_BL.sum())
+
+    batches = list(length_sorted_batches(lengths, max_batch, max_tokens))
+    try:
+        with _threads_per_worker(workers), ThreadPoolExecutor(max_workers=workers) as pool:
+            results = pool.map(run_batch, batches) if workers > 1 else map(run_batch, batches)
+            for batch, keeps, split, n_tokens in results:
+                for j, (doc_idx, keep) in enumerate(zip(batch, keeps)):
+                    doc = docs_tokens[doc_idx]
+                    out[doc_idx] = DocCapture(
+                        tokens=torch.as_tensor([doc[p] for p in keep], dtype=torch.int32),
+                        positions=torch.as_tensor(keep, dtype=torch.int32),
+                        acts={L: parts[j] for L, parts in split.items()},
+                    )
+                if on_batch is not None:
+                    on_batch(len(batch), n_tokens)
+    finally:
+        if hooked is not None:
+            hooked.close()
     return out  # type: ignore[return-value]

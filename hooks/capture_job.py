@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from .capture import BACKENDS, capture_documents, parse_positions
+from .capture import BACKENDS, capture_documents, default_workers, parse_positions
 from .errors import InputError, StoreError
 from .layers import resolve_layers
 from .models import LoadedModel, load_model, parse_dtype
@@ -48,6 +48,7 @@ class CaptureConfig:
     device: str = "cpu"
     resume: bool = False
     add_special_tokens: bool = True
+    workers: int = 0                     # batches run at once; 0: auto (CPU + torch backend: one per torch thread)
 
     def __post_init__(self) -> None:
         self.positions = parse_positions(self.positions)
@@ -58,6 +59,8 @@ class CaptureConfig:
         parse_dtype(self.model_dtype)
         if self.backend not in BACKENDS:
             raise InputError(f"--backend {self.backend!r} is not one of {', '.join(BACKENDS)}")
+        if self.workers < 0 or (self.workers > 1 and self.backend != "torch"):
+            raise InputError(f"--workers {self.workers}: use 0 (auto) or 1, or more only with --backend torch")
         for name in ("max_length", "batch_size", "max_batch_tokens", "docs_per_shard"):
             if getattr(self, name) < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be at least 1")
@@ -82,6 +85,8 @@ class CaptureResult:
     skipped_docs: int = 0
     rank: int = 0
     world_size: int = 1
+
+    workers: int = 1
 
     @property
     def tokens_per_s(self) -> float:
@@ -133,6 +138,7 @@ def run_capture(
     docs_tokens = tokenize_texts(lm, texts, config.max_length, config.add_special_tokens)
     pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
     writer_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[config.store_dtype]
+    workers = config.workers or default_workers(lm.device, config.backend)
     started = time.perf_counter()
     n_fwd = n_rows = 0
     with StoreWriter(out, model_spec=config.model, weights_hash=lm.weights_hash,
@@ -152,7 +158,7 @@ def run_capture(
                 lm.model, docs_tokens[start:stop], layers, pad_id, positions=config.positions,
                 padding_side=config.padding_side, max_batch=config.batch_size, max_tokens=config.max_batch_tokens,
                 backend=config.backend, tokenizer=lm.tokenizer, out_dtype=writer_dtype,
-                on_batch=on_batch,
+                on_batch=on_batch, workers=workers,
             )
             writer.write_shard(shard_index, start, [DocActs(c.tokens.numpy(), c.positions.numpy(), c.acts) for c in caps])
             n_fwd += sum(len(d) for d in docs_tokens[start:stop])
@@ -165,7 +171,7 @@ def run_capture(
         _barrier(config.device)
     return CaptureResult(out=out, n_docs=len(docs_tokens), n_tokens_forward=n_fwd, n_rows_stored=n_rows,
                          layers=layers, seconds=time.perf_counter() - started, skipped_docs=skipped,
-                         rank=rank, world_size=world)
+                         rank=rank, world_size=world, workers=workers)
 
 
 def _barrier(device: str = "cpu") -> None:

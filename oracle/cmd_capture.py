@@ -29,6 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--docs-per-shard", type=int, default=256)
     p.add_argument("--device", default="cpu", help="cpu, cuda, or auto (device_map='auto' for big models)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted capture")
+    p.add_argument("--workers", type=int, default=0,
+                   help="batches run at once in threads sharing the model (0: auto, one per torch thread on CPU)")
     p.set_defaults(func=_capture)
 
     s = sub.add_parser("store", help="inspect or verify an activation store")
@@ -52,6 +54,7 @@ def _capture(args: argparse.Namespace) -> int:
         max_length=args.max_length, batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens,
         padding_side=args.padding_side, store_dtype=args.store_dtype, model_dtype=args.model_dtype,
         backend=args.backend, docs_per_shard=args.docs_per_shard, device=args.device, resume=args.resume,
+        workers=args.workers,
     )
     # Every check that needs no model runs first, and nothing is written before the store opens:
     # bad input leaves no folder and no file behind.
@@ -64,7 +67,8 @@ def _capture(args: argparse.Namespace) -> int:
     who = f"rank {res.rank}/{res.world_size}: " if res.world_size > 1 else ""
     done = f"{res.n_docs} docs" if res.world_size == 1 else f"its shards of {res.n_docs} docs"
     print(f"{who}captured {done} ({res.skipped_docs} already done), {res.n_tokens_forward:,} tokens forward, "
-          f"{res.n_rows_stored:,} rows stored, layers {res.layers}, {res.seconds:.1f}s, {res.tokens_per_s:,.0f} tokens/s")
+          f"{res.n_rows_stored:,} rows stored, layers {res.layers}, {res.seconds:.1f}s, {res.tokens_per_s:,.0f} tokens/s"
+          f" ({res.workers} batch{'es' if res.workers > 1 else ''} at a time)")
     if res.rank == 0:
         store = ActivationStore(res.out)
         print(f"store {res.out}: {store.n_docs} docs, {store.n_tokens:,} rows, d_model {store.d_model}, "

@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from hooks.capture import (  # noqa: E402
-    _bridge_for, capture_documents, length_sorted_batches, pad_batch, position_ids_from_mask,
+    _bridge_for, capture_documents, default_workers, length_sorted_batches, pad_batch, position_ids_from_mask,
 )
 from hooks.capture_job import CaptureConfig, run_capture, tokenize_texts  # noqa: E402
 from hooks.layers import decoder_layers, resolve_layers  # noqa: E402
@@ -138,7 +138,8 @@ def main(argv=None) -> int:
 
     def capture_no_write(order: str) -> None:
         toks = tokenize_texts(lm, texts, args.max_length)
-        capture_documents(model, toks, layers, pad_id, max_batch=args.batch_size, max_tokens=1 << 30)
+        capture_documents(model, toks, layers, pad_id, max_batch=args.batch_size, max_tokens=1 << 30,
+                          workers=default_workers(lm.device))
 
     tmp_root = Path(tempfile.mkdtemp(prefix="bench-capture-"))
     io_seconds: list[float] = []  # time inside the store writer (open, shard writes, close) per ao run
@@ -216,6 +217,9 @@ def main(argv=None) -> int:
     lines.append(f"{len(texts)} wikitext-2 docs, {n_real} real tokens (max length {args.max_length}), batch "
                  f"{args.batch_size}, layers {layers}; padded tokens: input order {n_padded['input']}, "
                  f"length-sorted {n_padded['sorted']}; median of {args.repeats} rounds after 1 warm-up round")
+    lines.append(f"ao capture and 'capture, no writes' run {default_workers(lm.device)} batches at once in threads "
+                 "(one torch thread each, hooks/capture.py default_workers); the other methods run one batch at a "
+                 "time on all torch threads")
     lines.append("")
     best = {key: n_real / min(v) for key, v in times.items()}
     lines.append("| method | batches | tokens/s (median) | tokens/s (best round) | vs nnsight, input order "

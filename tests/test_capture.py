@@ -14,6 +14,7 @@ from torch import nn
 from hooks.capture import (
     capture_batch, capture_documents, length_sorted_batches, pad_batch, position_ids_from_mask, select_positions,
 )
+from hooks.capture_job import CaptureConfig
 from hooks.errors import InputError, LayerError
 from hooks.layers import decoder_layers, n_layers, resolve_layer, resolve_layers, unwrap
 from hooks.testing import FAMILIES, tiny_config, tiny_model
@@ -316,3 +317,24 @@ def test_three_backends_agree_embedded(embedded_lm, embedded_docs):
         assert max_diff(tl[L][real], sdpa[L][real]) / sdpa[L][real].abs().max().item() <= 1e-6, L
     after = capture_batch(model, tokens_BL, mask_BL, layers)
     assert all(torch.equal(after[L], sdpa[L]) for L in layers)
+
+
+def test_worker_threads_give_the_single_thread_result_and_leave_no_hooks():
+    torch.manual_seed(0)
+    model = tiny_model("llama")
+    docs = [[int(t) for t in torch.randint(3, 200, (n,))] for n in (7, 3, 12, 5, 9, 1, 4)]
+    one = capture_documents(model, docs, [0, 1], pad_id=0, max_batch=2, workers=1)
+    many = capture_documents(model, docs, [0, 1], pad_id=0, max_batch=2, workers=3)
+    for a, b in zip(one, many):
+        assert torch.equal(a.tokens, b.tokens) and torch.equal(a.positions, b.positions)
+        for L in (0, 1):
+            assert torch.allclose(a.acts[L], b.acts[L], atol=1e-6, rtol=0)
+    assert all(not blk._forward_hooks for blk in decoder_layers(model))
+    assert torch.get_num_threads() >= 1
+
+
+def test_worker_threads_need_the_torch_backend():
+    with pytest.raises(InputError, match="workers"):
+        capture_documents(tiny_model("llama"), [[5, 6]], [0], pad_id=0, backend="nnsight", workers=2)
+    with pytest.raises(InputError, match="workers"):
+        CaptureConfig(out="x", backend="nnsight", workers=2)
