@@ -1,0 +1,206 @@
+"""Does the oracle path learn on this model, and how many examples does it need next to a probe?
+
+Two checks, on one yes/no question about one training dataset (default: SST-2, "Is this a
+positive review?", last-token activation at the 50% layer), with a fresh LoRA (the `ao train`
+defaults: all-linear, r 16):
+
+1. memorize: train on a fixed set of ``--memorize`` examples (full batch) until the answer loss
+   is near zero. Since every example has the same question, the only way to get there is to read
+   the injected activations; the same batch with the injection turned off (coef 0) must stay at
+   chance. Then the Oracle API answers the memorized set (its accuracy must be 1.0).
+2. generalize: train on fresh examples, ``--batch-size`` per step, and score the eval split every
+   ``--eval-every`` steps (accuracy of P(Yes) >= 0.5, and AUROC). A logistic probe on the same
+   activations, trained on the same number of labels, is the baseline measured in the same run.
+
+    python scripts/oracle_learnability.py                         # SST-2, ~12 min on 2 CPU cores
+    python scripts/oracle_learnability.py --dataset gmt/cities --question "Is this statement true?" --yes-class true
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from hooks.models import load_model  # noqa: E402
+from oracle.api import Oracle, Query  # noqa: E402
+from oracle.batching import make_oracle_batch, target_vectors  # noqa: E402
+from oracle.card import OracleCard  # noqa: E402
+from oracle.tasks.base import source_layers  # noqa: E402
+from oracle.tasks.classification import YES_NO_PREFIX, build_classification  # noqa: E402
+from oracle.train import TrainConfig, _LoraModel, oracle_loss  # noqa: E402
+
+
+def labelled_set(lm, dataset: str, n: int, seed: int, split: str, question: str, yes_class: str, layer: int):
+    """``n`` examples of ``dataset`` (last token), all asked ``question``; answer Yes iff the text's class is ``yes_class``."""
+    exs = build_classification(lm.tokenizer, lm.n_layers, n, seed, datasets=[dataset], split=split, position="last")
+    for e in exs:
+        e.question, e.layer = YES_NO_PREFIX + question, layer
+        e.answer = "Yes" if e.meta["class"] == yes_class else "No"
+    vecs = []
+    for s in range(0, len(exs), 32):
+        chunk = exs[s:s + 32]
+        vecs += target_vectors(lm, [e.context_ids for e in chunk], [e.positions for e in chunk], [layer] * len(chunk))
+    return exs, vecs
+
+
+def batch_of(lm, exs, vecs):
+    return make_oracle_batch(lm.tokenizer, vecs, [e.layer for e in exs], [e.question for e in exs],
+                             [e.answer for e in exs], side="right")
+
+
+def p_yes(lm, exs, vecs) -> list[float]:
+    lm.model.eval()
+    card = OracleCard(base_model=lm.spec, base_weights_hash=lm.weights_hash, d_model=lm.d_model,
+                      source_layers=source_layers(lm.n_layers))
+    p = Oracle(lm, card, trained=True).yes_probability_batch(
+        [Query(v, e.question, e.layer) for v, e in zip(vecs, exs)], batch_size=32)
+    lm.model.train()
+    return p
+
+
+def scores(p: list[float], exs) -> tuple[float, float]:
+    from sklearn.metrics import roc_auc_score
+
+    y = [e.answer == "Yes" for e in exs]
+    return sum((pi >= 0.5) == yi for pi, yi in zip(p, y)) / len(y), float(roc_auc_score(y, p))
+
+
+def probe_scores(train_vecs, train_exs, eval_vecs, eval_exs) -> tuple[float, float]:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    X = torch.cat(train_vecs).float().numpy()
+    y = [e.answer == "Yes" for e in train_exs]
+    if len(set(y)) < 2:
+        return float("nan"), float("nan")
+    clf = LogisticRegression(max_iter=5000, C=0.1).fit(X, y)
+    Xe = torch.cat(eval_vecs).float().numpy()
+    ye = [e.answer == "Yes" for e in eval_exs]
+    return float(clf.score(Xe, ye)), float(roc_auc_score(ye, clf.predict_proba(Xe)[:, 1]))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--dataset", default="sst2")
+    ap.add_argument("--question", default="Is this a positive review?")
+    ap.add_argument("--yes-class", default="positive")
+    ap.add_argument("--layer", default=None, help="source layer (default: 50%% depth)")
+    ap.add_argument("--memorize", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--eval-every", type=int, default=50)
+    ap.add_argument("--eval-n", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="runs/learnability", help="folder for results.json and curve.png")
+    args = ap.parse_args(argv)
+    torch.manual_seed(args.seed)
+    lm = load_model(args.model)
+    layer = int(args.layer) if args.layer is not None else source_layers(lm.n_layers)[1]
+    mk = dict(question=args.question, yes_class=args.yes_class, layer=layer)
+    mem_exs, mem_vecs = labelled_set(lm, args.dataset, args.memorize, args.seed, "train", **mk)
+    tr_exs, tr_vecs = labelled_set(lm, args.dataset, args.steps * args.batch_size, args.seed + 1, "train", **mk)
+    ev_exs, ev_vecs = labelled_set(lm, args.dataset, args.eval_n, args.seed + 2, "eval", **mk)
+    print(f"{args.dataset}, question {args.question!r}, layer {layer}: {len(tr_exs)} training and {len(ev_exs)} eval "
+          f"examples ({sum(e.answer == 'Yes' for e in ev_exs)} Yes)")
+
+    config = TrainConfig(out=str(args.out), lr=args.lr)
+    off = TrainConfig(out=str(args.out), coef=0.0)
+    results: dict = {"args": vars(args), "layer": layer}
+
+    # 1. memorize (fresh adapter)
+    _LoraModel.attach(lm, config)
+    lm.model.train()
+    params = [p for p in lm.model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.lr)
+    mem = batch_of(lm, mem_exs, mem_vecs)
+    t0, curve = time.perf_counter(), []
+    for step in range(1, 101):
+        loss = oracle_loss(lm, mem, config, False)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        with torch.no_grad():
+            loss_off = float(oracle_loss(lm, mem, off, False))
+        curve.append((step, float(loss.detach()), loss_off))
+        if curve[-1][1] < 0.01:
+            break
+    acc_mem, _ = scores(p_yes(lm, mem_exs, mem_vecs), mem_exs)
+    results["memorize"] = {"n": len(mem_exs), "steps": step, "loss": curve[-1][1], "loss_injection_off": curve[-1][2],
+                           "accuracy_via_api": acc_mem, "seconds": round(time.perf_counter() - t0, 1)}
+    print(f"memorize {len(mem_exs)} examples: {step} full-batch steps, answer loss {curve[-1][1]:.4f} "
+          f"(same batch with the injection off: {curve[-1][2]:.3f}); accuracy through the Oracle API {acc_mem:.3f}")
+
+    # 2. generalize (another fresh adapter)
+    lm.model = lm.model.unload() if hasattr(lm.model, "unload") else lm.model
+    lm.adapters.pop("oracle", None)
+    _LoraModel.attach(lm, config)
+    lm.model.train()
+    params = [p for p in lm.model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.lr)
+    rows = []
+    acc, auc = scores(p_yes(lm, ev_exs, ev_vecs), ev_exs)
+    rows.append({"labels": 0, "oracle_acc": acc, "oracle_auroc": auc, "probe_acc": 0.5, "probe_auroc": 0.5})
+    t0 = time.perf_counter()
+    for step in range(1, args.steps + 1):
+        lo, hi = (step - 1) * args.batch_size, step * args.batch_size
+        for g in opt.param_groups:
+            g["lr"] = args.lr * min(1.0, step / 10)
+        loss = oracle_loss(lm, batch_of(lm, tr_exs[lo:hi], tr_vecs[lo:hi]), config, False)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if step % args.eval_every == 0 or step == args.steps:
+            acc, auc = scores(p_yes(lm, ev_exs, ev_vecs), ev_exs)
+            pacc, pauc = probe_scores(tr_vecs[:hi], tr_exs[:hi], ev_vecs, ev_exs)
+            rows.append({"labels": hi, "oracle_acc": acc, "oracle_auroc": auc, "probe_acc": pacc, "probe_auroc": pauc,
+                         "seconds": round(time.perf_counter() - t0, 1)})
+            print(f"  {hi:5d} labels: oracle acc {acc:.3f} AUROC {auc:.3f} | probe acc {pacc:.3f} AUROC {pauc:.3f}",
+                  flush=True)
+    for n in (8, 32):
+        pacc, pauc = probe_scores(tr_vecs[:n], tr_exs[:n], ev_vecs, ev_exs)
+        rows.append({"labels": n, "probe_only": True, "probe_acc": pacc, "probe_auroc": pauc})
+    results["generalize"] = rows
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    _plot(rows, out / "curve.png", args)
+    print(f"wrote {out / 'results.json'} and {out / 'curve.png'}")
+    return 0
+
+
+def _plot(rows: list, path: Path, args) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    oracle = [r for r in rows if not r.get("probe_only")]
+    probe = sorted(rows, key=lambda r: r["labels"])
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([r["labels"] for r in oracle], [r["oracle_auroc"] for r in oracle], "o-", label="oracle (LoRA) AUROC")
+    ax.plot([r["labels"] for r in probe], [r["probe_auroc"] for r in probe], "s--", label="logistic probe AUROC")
+    ax.axhline(0.5, color="grey", lw=0.8)
+    ax.set_xscale("symlog", linthresh=8)
+    ax.set_xlim(0, 1.3 * max(r["labels"] for r in probe))
+    ax.set_xlabel("training labels seen")
+    ax.set_ylabel("eval AUROC")
+    ax.set_title(f"{args.dataset}: {args.question}", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
