@@ -5,7 +5,7 @@ truncated to ``--max-length`` tokens) with the same batch size, fp32, and captur
 three layers (25/50/75% depth). Each method is warmed up once, then timed ``--repeats`` times;
 the table shows the median. Tokens/s counts real (non-padding) tokens only.
 
-    python scripts/bench_capture.py                  # 96 docs, 128 tokens max, batch 16, 3 repeats
+    python scripts/bench_capture.py                  # 192 docs, 128 tokens max, batch 16, 3 repeats
     python scripts/bench_capture.py --docs 128 --repeats 5 --markdown docs/bench_capture.md
 
 Methods:
@@ -69,7 +69,7 @@ def batches_of(docs_tokens: list[list[int]], batch: int, order: str) -> list[lis
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--docs", type=int, default=96)
+    ap.add_argument("--docs", type=int, default=192)
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--layers", default="25%,50%,75%")
