@@ -85,7 +85,6 @@ class CaptureResult:
     skipped_docs: int = 0
     rank: int = 0
     world_size: int = 1
-
     workers: int = 1
 
     @property
