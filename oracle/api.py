@@ -84,10 +84,20 @@ class Oracle:
             >>> Oracle.untrained().trained          # doctest: +SKIP
             False
         """
-        lm = lm or load_model(model, device=device)
+        return cls.from_model(lm or load_model(model, device=device), trained=False)
+
+    @classmethod
+    def from_model(cls, lm: LoadedModel, trained: bool = True) -> "Oracle":
+        """An Oracle over a model already loaded, with the default card (layers 25/50/75%, injection at
+        block 1): for checks on an adapter while it trains, or, with ``trained=False``, the untrained baseline.
+
+        Example:
+            >>> Oracle.from_model(load_model("smollm2-135m"), trained=False).trained   # doctest: +SKIP
+            False
+        """
         card = OracleCard(base_model=lm.spec, base_weights_hash=lm.weights_hash, d_model=lm.d_model,
                           source_layers=source_layers(lm.n_layers))
-        return cls(lm, card, trained=False)
+        return cls(lm, card, trained=trained)
 
     def set_target(self, adapter: Optional[Union[str, Path]]) -> None:
         """Attach the audited model's own adapter (named "target"); its activations are then read with it on.

@@ -162,12 +162,7 @@ def quick_eval_fn(n: int = 32, datasets: Sequence[str] = ("singular_plural", "en
     cache: dict = {}
 
     def fn(lm) -> dict:
-        from .card import OracleCard
-        from .tasks.base import source_layers
-
-        card = OracleCard(base_model=lm.spec, base_weights_hash=lm.weights_hash, d_model=lm.d_model,
-                          source_layers=source_layers(lm.n_layers))
-        oracle = Oracle(lm, card, trained=True)
+        oracle = Oracle.from_model(lm)
         accs = {}
         if "indist" not in cache:  # in-distribution check: the training families' eval split
             from .tasks.classification import build_classification

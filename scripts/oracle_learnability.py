@@ -31,7 +31,6 @@ sys.path.insert(0, str(REPO))
 from hooks.models import load_model  # noqa: E402
 from oracle.api import Oracle, Query  # noqa: E402
 from oracle.batching import make_oracle_batch, target_vectors  # noqa: E402
-from oracle.card import OracleCard  # noqa: E402
 from oracle.tasks.base import source_layers  # noqa: E402
 from oracle.tasks.classification import YES_NO_PREFIX, build_classification  # noqa: E402
 from oracle.train import TrainConfig, _LoraModel, oracle_loss  # noqa: E402
@@ -57,9 +56,7 @@ def batch_of(lm, exs, vecs):
 
 def p_yes(lm, exs, vecs) -> list[float]:
     lm.model.eval()
-    card = OracleCard(base_model=lm.spec, base_weights_hash=lm.weights_hash, d_model=lm.d_model,
-                      source_layers=source_layers(lm.n_layers))
-    p = Oracle(lm, card, trained=True).yes_probability_batch(
+    p = Oracle.from_model(lm).yes_probability_batch(
         [Query(v, e.question, e.layer) for v, e in zip(vecs, exs)], batch_size=32)
     lm.model.train()
     return p

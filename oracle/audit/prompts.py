@@ -19,7 +19,7 @@ from pathlib import Path
 
 from hooks.errors import InputError
 
-from ..tasks.base import resolve_data_dir
+from ..tasks.base import read_lines, resolve_data_dir
 from ..tasks.classification import YES_NO_PREFIX
 
 log = logging.getLogger(__name__)
@@ -114,10 +114,9 @@ def read_prompt_file(path: str | Path) -> list[str]:
     if not path.is_file():
         raise InputError(f"no prompt file at {path}: pass a text file with one prompt per line")
     try:
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        prompts = read_lines(path)
     except UnicodeDecodeError:
         raise InputError(f"{path} is not UTF-8 text: pass a text file with one prompt per line") from None
-    prompts = [line for line in lines if line]
     if not prompts:
         raise InputError(f"the prompt file {path} is empty: put one prompt per line")
     return prompts
