@@ -8,6 +8,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from hooks.errors import InputError
+
 from .train import TrainConfig
 
 
@@ -15,15 +17,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train an oracle (LoRA) on the task mix")
     for f in dataclasses.fields(TrainConfig):
         if f.name == "mix":
-            t.add_argument("--mix", default=None, help='JSON weights, e.g. {"context_prediction":0.4,"classification":0.4,"latentqa":0.2}')
+            t.add_argument("--mix", default=None, help=f.metadata["help"])
             continue
-        default = f.default if f.default is not dataclasses.MISSING else None
-        kind = {int: int, float: float}.get(type(default), str)
-        if f.name == "steps":
-            kind = int
-        if f.name == "time_budget_s":
-            kind = float
-        t.add_argument("--" + f.name.replace("_", "-"), type=kind, default=default)
+        t.add_argument("--" + f.name.replace("_", "-"), type=f.metadata["kind"], default=f.default,
+                       help=f.metadata["help"] + ("" if f.default is None else " (default: %(default)s)"))
     t.add_argument("--no-eval", action="store_true", help="skip held-out checks during training")
     t.set_defaults(func=_train)
 
@@ -45,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--oracle", default="checkpoints/oracle-smollm2-135m")
     e.add_argument("--out", default=None, help="report folder (default: the oracle folder's eval/)")
     e.add_argument("--n", type=int, default=200, help="examples per held-out set")
-    e.add_argument("--families-n", type=int, default=100, help="examples for context prediction / system-prompt QA")
+    e.add_argument("--families-n", type=int, default=100, help="examples for context prediction, system-prompt QA and each training classification group")
     e.add_argument("--data-dir", default=None)
     e.add_argument("--no-card", action="store_true", help="do not write the figures into oracle.json")
     e.add_argument("--device", default="cpu")
@@ -55,7 +52,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _train(args: argparse.Namespace) -> int:
     kwargs = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name != "mix"}
     if args.mix:
-        kwargs["mix"] = json.loads(args.mix)
+        try:
+            kwargs["mix"] = json.loads(args.mix)
+        except json.JSONDecodeError as e:
+            raise InputError(f"--mix is not valid JSON ({e.msg}): write it like "
+                             '\'{"classification":0.8,"context_prediction":0.2}\'') from None
+        if not isinstance(kwargs["mix"], dict):
+            raise InputError('--mix must be a JSON object of family weights, e.g. \'{"classification":1.0}\'')
     cfg = TrainConfig(**kwargs)
     from .evaluate import quick_eval_fn
     from .train import train_oracle

@@ -26,13 +26,24 @@ def _vectors(oracle: Oracle, examples: Sequence[OracleExample], batch_size: int 
     return out
 
 
-def yes_no_accuracy(oracle: Oracle, examples: Sequence[OracleExample], batch_size: int = 32) -> float:
-    """Accuracy of thresholding P(Yes) at 0.5 against the Yes/No answers."""
+def yes_no_scores(oracle: Oracle, examples: Sequence[OracleExample], batch_size: int = 32) -> dict:
+    """Accuracy of thresholding P(Yes) at 0.5 against the Yes/No answers, AUROC of P(Yes), and mean P(Yes)
+    (accuracy near 0.5 with AUROC well above it means the oracle reads the activations but is badly calibrated)."""
+    from sklearn.metrics import roc_auc_score
+
     vecs = _vectors(oracle, examples, batch_size)
     qs = [Query(v, e.question, e.layer) for v, e in zip(vecs, examples)]
     p = oracle.yes_probability_batch(qs, batch_size=batch_size)
-    hits = [(pi >= 0.5) == (e.answer == "Yes") for pi, e in zip(p, examples)]
-    return sum(hits) / max(1, len(hits))
+    y = [e.answer == "Yes" for e in examples]
+    hits = [(pi >= 0.5) == yi for pi, yi in zip(p, y)]
+    auroc = float(roc_auc_score(y, p)) if len(set(y)) == 2 else float("nan")
+    return {"accuracy": sum(hits) / max(1, len(hits)), "auroc": auroc, "mean_p_yes": sum(p) / max(1, len(p)),
+            "n": len(examples)}
+
+
+def yes_no_accuracy(oracle: Oracle, examples: Sequence[OracleExample], batch_size: int = 32) -> float:
+    """Accuracy of thresholding P(Yes) at 0.5 against the Yes/No answers."""
+    return yes_no_scores(oracle, examples, batch_size)["accuracy"]
 
 
 def _norm(s: str) -> str:
@@ -77,7 +88,9 @@ def evaluate_heldout_classification(oracle: Oracle, n: int = 200, positions: Seq
 
 
 def evaluate_families(oracle: Oracle, n: int = 100, seed: int = 0, data_dir=None) -> dict:
-    """Context prediction (generation) and system-prompt QA (yes/no + generation) on the eval splits."""
+    """Context prediction (generation), system-prompt QA (yes/no + generation) and yes/no classification per
+    training group (last token), all on the eval splits: did the oracle learn its own training tasks?"""
+    from .tasks.classification import TRAIN_GROUPS, build_classification
     from .tasks.context_prediction import build_context_prediction
     from .tasks.latentqa import build_latentqa
 
@@ -91,6 +104,9 @@ def evaluate_families(oracle: Oracle, n: int = 100, seed: int = 0, data_dir=None
         res["latentqa_yes_no_accuracy"] = yes_no_accuracy(oracle, lqa_yn)
     if lqa_gen:
         res["latentqa_generation"] = generation_scores(oracle, lqa_gen)
+    res["classification_eval_split"] = {
+        g: yes_no_scores(oracle, build_classification(tok, nl, n, seed, data_dir, "eval", datasets=[g], position="last"))
+        for g in TRAIN_GROUPS}
     return res
 
 
@@ -132,6 +148,11 @@ def write_report(trained: dict, untrained: dict, out_dir: Path, families: Option
             g, gu = families["latentqa_generation"], (families_untrained or {}).get("latentqa_generation", {})
             md.append(f"| system-prompt QA, first word of instruction | {g['first_word_match']:.3f} | "
                       f"{gu.get('first_word_match', float('nan')):.3f} |")
+        for g, sc in families.get("classification_eval_split", {}).items():
+            su = (families_untrained or {}).get("classification_eval_split", {}).get(g, {})
+            md.append(f"| classification `{g}` (training group, eval split), accuracy / AUROC | "
+                      f"{sc['accuracy']:.3f} / {sc['auroc']:.3f} | "
+                      f"{su.get('accuracy', float('nan')):.3f} / {su.get('auroc', float('nan')):.3f} |")
     md_path = out_dir / "eval.md"
     md_path.write_text("\n".join(md) + "\n")
     names = list(trained)

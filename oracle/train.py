@@ -22,11 +22,16 @@ from hooks.store import ActivationStore, DocActs, StoreWriter
 
 from .batching import capture_contexts, make_oracle_batch, target_vectors
 from .card import OracleCard, write_card
-from .tasks.base import OracleExample, save_examples, load_examples, source_layers
+from .tasks.base import FAMILIES, OracleExample, save_examples, load_examples, source_layers
 
 log = logging.getLogger(__name__)
 
 TRAIN_STATE = "train_state"
+
+
+def _opt(default, help: str, kind: Optional[type] = None):
+    """A config field with its ``--help`` text (and, for ``None`` defaults, the type its flag parses to)."""
+    return field(default=default, metadata={"help": help, "kind": kind or type(default)})
 
 
 @dataclass
@@ -39,35 +44,38 @@ class TrainConfig:
         4
     """
 
-    out: str = "checkpoints/oracle-smollm2-135m"
-    model: str = "smollm2-135m"
-    n_examples: int = 6000
-    mix: dict = field(default_factory=lambda: {"context_prediction": 0.4, "classification": 0.4, "latentqa": 0.2})
-    steps: Optional[int] = None          # default: one pass over the examples
-    batch_size: int = 16
-    lr: float = 5e-4
-    warmup_steps: int = 50
-    weight_decay: float = 0.0
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
-    injection_layer: int = 1
-    coef: float = 1.0
-    placeholder: str = " ?"
-    activations: str = "store"           # "store" (captured once into HDF5) or "on_the_fly"
-    store_dir: Optional[str] = None      # default: runs/acts-<out name>
-    max_context_tokens: int = 64
-    eval_every: int = 200
-    eval_examples: int = 64
-    save_every: int = 200
-    seed: int = 0
-    device: str = "cpu"
-    precision: str = "auto"              # "auto" | "bf16" | "fp32"
-    data_dir: Optional[str] = None
-    examples_file: Optional[str] = None  # reuse a saved example list (JSONL) instead of building one
-    onpolicy_chats: Optional[str] = None  # JSON cache of chats written by the base model
-    onpolicy: int = 512                   # chats the base model writes (once, cached) when no cache is given
-    time_budget_s: Optional[float] = None  # fit the run into this many seconds of training (steps cut after a speed probe)
+    out: str = _opt("checkpoints/oracle-smollm2-135m", "checkpoint folder (adapter, card, log, loss curve)")
+    model: str = _opt("smollm2-135m", "base model: embedded name, Hugging Face id, local folder or .gguf path")
+    n_examples: int = _opt(6000, "training examples built from the task mix")
+    mix: dict = field(default_factory=lambda: {"context_prediction": 0.4, "classification": 0.4, "latentqa": 0.2},
+                      metadata={"help": 'task-family weights as JSON, e.g. '
+                                        '{"context_prediction":0.4,"classification":0.4,"latentqa":0.2}'})
+    steps: Optional[int] = _opt(None, "optimizer steps (default: one pass over the examples)", int)
+    batch_size: int = _opt(16, "examples per optimizer step")
+    lr: float = _opt(5e-4, "peak learning rate (linear warm-up, then cosine to 10%%)")
+    warmup_steps: int = _opt(50, "linear warm-up steps")
+    weight_decay: float = _opt(0.0, "AdamW weight decay")
+    lora_r: int = _opt(16, "LoRA rank (all linear layers)")
+    lora_alpha: int = _opt(32, "LoRA alpha")
+    lora_dropout: float = _opt(0.0, "LoRA dropout")
+    injection_layer: int = _opt(1, "oracle block whose output receives the activations")
+    coef: float = _opt(1.0, "injection coefficient: h + coef * |h| * v/|v|")
+    placeholder: str = _opt(" ?", "placeholder token of the oracle prompt (must be one token)")
+    activations: str = _opt("store", "store (captured once into HDF5, resumable) or on_the_fly")
+    store_dir: Optional[str] = _opt(None, "where the HDF5 activation cache goes (default: runs/acts-<out name>)", str)
+    max_context_tokens: int = _opt(64, "longest source context, in tokens")
+    eval_every: int = _opt(200, "steps between held-out checks")
+    eval_examples: int = _opt(64, "examples per held-out check")
+    save_every: int = _opt(200, "steps between resumable checkpoints")
+    seed: int = _opt(0, "seed for the example mix and the adapter init")
+    device: str = _opt("cpu", "cpu, cuda, cuda:N or mps")
+    precision: str = _opt("auto", "auto (bf16 where the hardware supports it), bf16 or fp32")
+    data_dir: Optional[str] = _opt(None, "shared data folder (default: $AO_DATA_DIR or ../shared/data)", str)
+    examples_file: Optional[str] = _opt(None, "reuse a saved example list (JSONL) instead of building one", str)
+    onpolicy_chats: Optional[str] = _opt(None, "JSON cache of chats written by the base model", str)
+    onpolicy: int = _opt(512, "chats the base model writes (once, cached) when no cache is given")
+    time_budget_s: Optional[float] = _opt(None, "fit the training into this many seconds (steps cut after a speed probe)",
+                                          float)
 
     def __post_init__(self) -> None:
         if self.activations not in ("store", "on_the_fly"):
@@ -81,6 +89,11 @@ class TrainConfig:
             raise InputError("--steps must be at least 1")
         if not 0 < self.lr < 1:
             raise InputError(f"--lr {self.lr} is not a sensible learning rate (try 5e-4)")
+        bad = sorted(set(self.mix) - set(FAMILIES))
+        if bad:
+            raise InputError(f"--mix names unknown task famil(ies) {bad}: use {', '.join(FAMILIES)}")
+        if any(not isinstance(w, (int, float)) or w < 0 for w in self.mix.values()) or sum(self.mix.values()) <= 0:
+            raise InputError(f"--mix weights must be non-negative numbers with a positive sum, not {self.mix}")
 
     @property
     def total_steps(self) -> int:

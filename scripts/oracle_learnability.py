@@ -14,6 +14,10 @@ defaults: all-linear, r 16):
 
     python scripts/oracle_learnability.py                         # SST-2, ~12 min on 2 CPU cores
     python scripts/oracle_learnability.py --dataset gmt/cities --question "Is this statement true?" --yes-class true
+    python scripts/oracle_learnability.py --dataset tense --question ''   # the training questions (no memorize check)
+
+With ``--question ''`` every example keeps the question ``ao train`` would ask (paraphrases, half about another
+class), and the probe baseline answers with its probability of the class the question names.
 """
 from __future__ import annotations
 
@@ -37,11 +41,15 @@ from oracle.train import TrainConfig, _LoraModel, oracle_loss  # noqa: E402
 
 
 def labelled_set(lm, dataset: str, n: int, seed: int, split: str, question: str, yes_class: str, layer: int):
-    """``n`` examples of ``dataset`` (last token), all asked ``question``; answer Yes iff the text's class is ``yes_class``."""
+    """``n`` examples of ``dataset`` (last token), all asked ``question``; answer Yes iff the text's class is
+    ``yes_class``. An empty ``question`` keeps the training questions (paraphrases; half ask about another class)."""
     exs = build_classification(lm.tokenizer, lm.n_layers, n, seed, datasets=[dataset], split=split, position="last")
     for e in exs:
-        e.question, e.layer = YES_NO_PREFIX + question, layer
-        e.answer = "Yes" if e.meta["class"] == yes_class else "No"
+        e.layer = layer
+        if question:
+            e.question = YES_NO_PREFIX + question
+            e.answer = "Yes" if e.meta["class"] == yes_class else "No"
+            e.meta["asked"] = yes_class
     vecs = []
     for s in range(0, len(exs), 32):
         chunk = exs[s:s + 32]
@@ -70,24 +78,29 @@ def scores(p: list[float], exs) -> tuple[float, float]:
 
 
 def probe_scores(train_vecs, train_exs, eval_vecs, eval_exs) -> tuple[float, float]:
+    """A logistic probe for the text's class; its P(Yes) is its probability of the class the question asks about
+    (with one fixed question, the yes class)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
 
     X = torch.cat(train_vecs).float().numpy()
-    y = [e.answer == "Yes" for e in train_exs]
+    y = [e.meta["class"] for e in train_exs]
     if len(set(y)) < 2:
         return float("nan"), float("nan")
     clf = LogisticRegression(max_iter=5000, C=0.1).fit(X, y)
-    Xe = torch.cat(eval_vecs).float().numpy()
+    proba = clf.predict_proba(torch.cat(eval_vecs).float().numpy())
+    col = {c: i for i, c in enumerate(clf.classes_)}
+    p = [row[col[e.meta["asked"]]] if e.meta["asked"] in col else 0.0 for row, e in zip(proba, eval_exs)]
     ye = [e.answer == "Yes" for e in eval_exs]
-    return float(clf.score(Xe, ye)), float(roc_auc_score(ye, clf.predict_proba(Xe)[:, 1]))
+    return sum((pi >= 0.5) == yi for pi, yi in zip(p, ye)) / len(ye), float(roc_auc_score(ye, p))
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--dataset", default="sst2")
-    ap.add_argument("--question", default="Is this a positive review?")
+    ap.add_argument("--question", default="Is this a positive review?",
+                    help="one fixed question for every example; '' keeps the dataset's training questions")
     ap.add_argument("--yes-class", default="positive")
     ap.add_argument("--layer", default=None, help="source layer (default: 50%% depth)")
     ap.add_argument("--memorize", type=int, default=32)
@@ -103,7 +116,8 @@ def main(argv=None) -> int:
     lm = load_model(args.model)
     layer = int(args.layer) if args.layer is not None else source_layers(lm.n_layers)[1]
     mk = dict(question=args.question, yes_class=args.yes_class, layer=layer)
-    mem_exs, mem_vecs = labelled_set(lm, args.dataset, args.memorize, args.seed, "train", **mk)
+    if args.question:
+        mem_exs, mem_vecs = labelled_set(lm, args.dataset, args.memorize, args.seed, "train", **mk)
     tr_exs, tr_vecs = labelled_set(lm, args.dataset, args.steps * args.batch_size, args.seed + 1, "train", **mk)
     ev_exs, ev_vecs = labelled_set(lm, args.dataset, args.eval_n, args.seed + 2, "eval", **mk)
     print(f"{args.dataset}, question {args.question!r}, layer {layer}: {len(tr_exs)} training and {len(ev_exs)} eval "
@@ -113,29 +127,33 @@ def main(argv=None) -> int:
     off = TrainConfig(out=str(args.out), coef=0.0)
     results: dict = {"args": vars(args), "layer": layer}
 
-    # 1. memorize (fresh adapter)
-    _LoraModel.attach(lm, config)
-    lm.model.train()
-    params = [p for p in lm.model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=args.lr)
-    mem = batch_of(lm, mem_exs, mem_vecs)
-    t0, curve = time.perf_counter(), []
-    for step in range(1, 101):
-        loss = oracle_loss(lm, mem, config, False)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        with torch.no_grad():
-            loss_off = float(oracle_loss(lm, mem, off, False))
-        curve.append((step, float(loss.detach()), loss_off))
-        if curve[-1][1] < 0.01:
-            break
-    acc_mem, _ = scores(p_yes(lm, mem_exs, mem_vecs), mem_exs)
-    results["memorize"] = {"n": len(mem_exs), "steps": step, "loss": curve[-1][1], "loss_injection_off": curve[-1][2],
-                           "accuracy_via_api": acc_mem, "seconds": round(time.perf_counter() - t0, 1)}
-    print(f"memorize {len(mem_exs)} examples: {step} full-batch steps, answer loss {curve[-1][1]:.4f} "
-          f"(same batch with the injection off: {curve[-1][2]:.3f}); accuracy through the Oracle API {acc_mem:.3f}")
+    # 1. memorize (fresh adapter); only meaningful with one fixed question, since otherwise the
+    #    question text alone can tell the examples apart
+    if args.question:
+        _LoraModel.attach(lm, config)
+        lm.model.train()
+        params = [p for p in lm.model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=args.lr)
+        mem = batch_of(lm, mem_exs, mem_vecs)
+        t0, curve = time.perf_counter(), []
+        for step in range(1, 101):
+            loss = oracle_loss(lm, mem, config, False)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            with torch.no_grad():
+                loss_off = float(oracle_loss(lm, mem, off, False))
+            curve.append((step, float(loss.detach()), loss_off))
+            if curve[-1][1] < 0.01:
+                break
+        acc_mem, _ = scores(p_yes(lm, mem_exs, mem_vecs), mem_exs)
+        results["memorize"] = {"n": len(mem_exs), "steps": step, "loss": curve[-1][1], "loss_injection_off": curve[-1][2],
+                               "accuracy_via_api": acc_mem, "seconds": round(time.perf_counter() - t0, 1)}
+        print(f"memorize {len(mem_exs)} examples: {step} full-batch steps, answer loss {curve[-1][1]:.4f} "
+              f"(same batch with the injection off: {curve[-1][2]:.3f}); accuracy through the Oracle API {acc_mem:.3f}")
+    else:
+        results["memorize"] = {"skipped": "the questions differ, so memorizing them proves nothing about reading"}
 
     # 2. generalize (another fresh adapter)
     lm.model = lm.model.unload() if hasattr(lm.model, "unload") else lm.model
@@ -192,7 +210,7 @@ def _plot(rows: list, path: Path, args) -> None:
     ax.set_xlim(0, 1.3 * max(r["labels"] for r in probe))
     ax.set_xlabel("training labels seen")
     ax.set_ylabel("eval AUROC")
-    ax.set_title(f"{args.dataset}: {args.question}", fontsize=9)
+    ax.set_title(f"{args.dataset}: {args.question or 'its training questions'}", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

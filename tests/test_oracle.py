@@ -183,6 +183,19 @@ def test_config_validation_is_one_line():
         TrainConfig(activations="disk")
     with pytest.raises(InputError, match="learning rate"):
         TrainConfig(lr=5)
+    with pytest.raises(InputError, match="unknown task famil"):
+        TrainConfig(mix={"classification": 1.0, "secrets": 1.0})
+    with pytest.raises(InputError, match="positive sum"):
+        TrainConfig(mix={"classification": 0})
+
+
+def test_ao_train_rejects_bad_mix_json_in_one_line(tmp_path, capsys):
+    from oracle.cli import main
+
+    assert main(["train", "--out", str(tmp_path / "o"), "--mix", "{classification: 1}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--mix is not valid JSON" in err
+    assert not (tmp_path / "o").exists()
 
 
 # -- the query API on the embedded model and the shipped oracle ---------------------------------
@@ -240,3 +253,25 @@ def test_oracle_card_for_another_base_model_is_refused(tmp_path):
     (dst / "adapter_model.bin").write_bytes(b"pickle")
     with pytest.raises(CheckpointError, match="pickled"):
         Oracle.load(dst, lm=tiny_loaded("llama"))
+
+
+@pytest.mark.slow
+def test_eval_report_scores_agree_with_the_api_and_list_training_groups(shipped, tmp_path):
+    from oracle.api import Query
+    from oracle.evaluate import _vectors, evaluate_families, write_report, yes_no_scores
+    from oracle.tasks.classification import build_classification
+
+    exs = build_classification(shipped.lm.tokenizer, shipped.lm.n_layers, 12, 0, split="eval", datasets=["tense"],
+                               position="last")
+    sc = yes_no_scores(shipped, exs)
+    p = shipped.yes_probability_batch([Query(v, e.question, e.layer) for v, e in zip(_vectors(shipped, exs), exs)])
+    assert sc["accuracy"] == sum((pi >= 0.5) == (e.answer == "Yes") for pi, e in zip(p, exs)) / len(exs)
+    assert sc["mean_p_yes"] == pytest.approx(sum(p) / len(p))
+    assert 0.0 <= sc["auroc"] <= 1.0 and sc["n"] == 12
+
+    fam = evaluate_families(shipped, n=4)
+    assert set(fam["classification_eval_split"]) == {"gmt", "relations", "sst2", "tense"}
+    heldout = {"singular_plural": {"last": 0.5}}
+    md, png = write_report(heldout, heldout, tmp_path, families=fam, families_untrained=fam)
+    text = md.read_text()
+    assert "classification `tense` (training group, eval split)" in text and png.is_file()

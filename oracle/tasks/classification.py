@@ -140,7 +140,7 @@ def _resolve_train_datasets(datasets: Optional[Sequence[str]], data_dir) -> dict
 
 # ---------------------------------------------------------------- per-dataset question makers
 
-Sample = tuple[str, str, str]   # (text, question, class of the text)
+Sample = tuple[str, str, str, str]   # (text, question, class of the text, class the question asks about)
 
 
 class _EmptySplit(InputError):
@@ -158,7 +158,7 @@ def _make_sampler(root: str, name: str, split: str) -> Callable[[random.Random, 
 
         def gmt(rng: random.Random, want_yes: bool) -> Sample:
             text, label = rng.choice(by_label[1 if want_yes else 0])
-            return text, rng.choice(q["geometry_of_truth"]), "true" if label else "false"
+            return text, rng.choice(q["geometry_of_truth"]), "true" if label else "false", "true"
         return gmt
     if name.startswith("relations/"):
         templates, samples = _relation(root, name[len("relations/"):])
@@ -172,7 +172,7 @@ def _make_sampler(root: str, name: str, split: str) -> Callable[[random.Random, 
             if not want_yes:
                 obj = rng.choice([o for o in objects if o != obj])
             text = rng.choice(templates).format(subject) + f" {obj}."
-            return text, rng.choice(q["relations"]), "true" if want_yes else "false"
+            return text, rng.choice(q["relations"]), "true" if want_yes else "false", "true"
         return relation
     if name == "sst2":
         rows = _sst2_rows(root, "train" if split == "train" else "dev")
@@ -180,7 +180,7 @@ def _make_sampler(root: str, name: str, split: str) -> Callable[[random.Random, 
         def sst2(rng: random.Random, want_yes: bool) -> Sample:
             text, label = rng.choice(rows)
             asked = label if want_yes else ("negative" if label == "positive" else "positive")
-            return text, rng.choice(q["sst2"][asked]), label
+            return text, rng.choice(q["sst2"][asked]), label, asked
         return sst2
     if name == "tense":
         rows = [r for r in _tense_rows(root) if split_of(r[0], salt="tense") == split]
@@ -188,7 +188,7 @@ def _make_sampler(root: str, name: str, split: str) -> Callable[[random.Random, 
         def tense(rng: random.Random, want_yes: bool) -> Sample:
             text, label = rng.choice(rows)
             asked = label if want_yes else rng.choice([t for t in TENSES if t != label])
-            return text, rng.choice(q["tense"]).format(asked), label
+            return text, rng.choice(q["tense"]).format(asked), label, asked
         return tense
     raise InputError(f"unknown classification dataset {name!r}: use a name from classification_dataset_names()")
 
@@ -271,7 +271,7 @@ def build_classification(
     out: list[OracleExample] = []
     for name, want_yes in zip(plan, answers):
         for _ in range(100):
-            text, question, cls = samplers[name](rng, want_yes)
+            text, question, cls, asked = samplers[name](rng, want_yes)
             ids = tokenize_text(tokenizer, text)
             if 0 < len(ids) <= max_context_tokens:
                 break
@@ -281,7 +281,7 @@ def build_classification(
         out.append(OracleExample(
             family=FAMILY, context_ids=ids, positions=choose_positions(rng, len(ids), position, max_window), layer=-1,
             question=YES_NO_PREFIX + question, answer=YES if want_yes else NO, dataset=name,
-            meta={"split": split, "label": int(want_yes), "class": cls, "text": text},
+            meta={"split": split, "label": int(want_yes), "class": cls, "asked": asked, "text": text},
         ))
     rng.shuffle(out)
     for ex, layer in zip(out, balanced_layers(rng, len(out), n_layers)):
