@@ -179,22 +179,27 @@ def write_report(trained: dict, untrained: dict, out_dir: Path, families: Option
 
 def quick_eval_fn(n: int = 32, datasets: Sequence[str] = ("singular_plural", "engels/60_wikidata_occupation_isathlete",
                                                           "engels/139_news_class_Politics"), data_dir=None):
-    """A cheap held-out check to run during training: mean yes/no accuracy over a few held-out sets."""
+    """A cheap check to run during training: yes/no accuracy and AUROC on a few held-out sets (mean) and on the
+    training families' eval split (AUROC shows reading before calibration lets accuracy move)."""
     cache: dict = {}
 
     def fn(lm) -> dict:
         oracle = Oracle.from_model(lm)
-        accs = {}
-        if "indist" not in cache:  # in-distribution check: the training families' eval split
+        if "indist" not in cache:
             from .tasks.classification import build_classification
 
             cache["indist"] = build_classification(lm.tokenizer, lm.n_layers, 2 * n, 1, data_dir=data_dir, split="eval")
-        indist = yes_no_accuracy(oracle, cache["indist"])
+        indist = yes_no_scores(oracle, cache["indist"])
+        scores = {}
         for d in datasets:
             if d not in cache:
                 cache[d] = build_heldout_classification(lm.tokenizer, lm.n_layers, d, n=n, seed=1, data_dir=data_dir)
-            accs[d] = yes_no_accuracy(oracle, cache[d])
-        return {"heldout_accuracy": round(sum(accs.values()) / len(accs), 4), "indist_accuracy": round(indist, 4),
-                **{k: round(v, 4) for k, v in accs.items()}}
+            scores[d] = yes_no_scores(oracle, cache[d])
+        def mean(key: str) -> float:
+            return round(sum(v[key] for v in scores.values()) / len(scores), 4)
+
+        return {"heldout_accuracy": mean("accuracy"), "heldout_auroc": mean("auroc"),
+                "indist_accuracy": round(indist["accuracy"], 4), "indist_auroc": round(indist["auroc"], 4),
+                **{k: round(v["accuracy"], 4) for k, v in scores.items()}}
 
     return fn

@@ -519,14 +519,21 @@ def plot_loss(rows: list, path: Path) -> None:
     ax.plot(steps, smooth, label=f"loss (mean of {k + 1})")
     ax.set_xlabel("step")
     ax.set_ylabel("answer cross-entropy")
-    evals = [(r["step"], r["eval"].get("heldout_accuracy")) for r in rows if isinstance(r.get("eval"), dict)
-             and r["eval"].get("heldout_accuracy") is not None]
-    if evals:
-        ax2 = ax.twinx()
-        ax2.plot([s for s, _ in evals], [a for _, a in evals], "o-", color="tab:green", label="held-out accuracy")
-        ax2.set_ylabel("held-out yes/no accuracy")
+    series = {"heldout_accuracy": ("held-out accuracy", "o-", "tab:green"),
+              "heldout_auroc": ("held-out AUROC", "o--", "tab:olive"),
+              "indist_accuracy": ("in-distribution accuracy", "s-", "tab:purple"),
+              "indist_auroc": ("in-distribution AUROC", "s--", "tab:red")}
+    ax2 = None
+    for key, (label, style, color) in series.items():
+        pts = [(r["step"], r["eval"][key]) for r in rows if isinstance(r.get("eval"), dict) and key in r["eval"]]
+        if pts:
+            ax2 = ax2 or ax.twinx()
+            ax2.plot([s for s, _ in pts], [v for _, v in pts], style, color=color, label=label)
+    if ax2 is not None:
+        ax2.axhline(0.5, color="grey", lw=0.6)
+        ax2.set_ylabel("yes/no accuracy, AUROC")
         ax2.set_ylim(0, 1)
-        ax2.legend(loc="upper right")
+        ax2.legend(loc="upper right", fontsize=7)
     ax.legend(loc="upper left")
     ax.set_title("oracle training")
     fig.tight_layout()
