@@ -195,6 +195,7 @@ def quick_eval_fn(n: int = 32, datasets: Sequence[str] = ("singular_plural", "en
             if d not in cache:
                 cache[d] = build_heldout_classification(lm.tokenizer, lm.n_layers, d, n=n, seed=1, data_dir=data_dir)
             scores[d] = yes_no_scores(oracle, cache[d])
+
         def mean(key: str) -> float:
             return round(sum(v[key] for v in scores.values()) / len(scores), 4)
 
