@@ -90,7 +90,6 @@ def evaluate_heldout_classification(oracle: Oracle, n: int = 200, positions: Seq
 def evaluate_families(oracle: Oracle, n: int = 100, seed: int = 0, data_dir=None) -> dict:
     """Context prediction (generation), system-prompt QA (yes/no + generation) and yes/no classification per
     training group (last token), all on the eval splits: did the oracle learn its own training tasks?"""
-    from .tasks.classification import TRAIN_GROUPS, build_classification
     from .tasks.context_prediction import build_context_prediction
     from .tasks.latentqa import build_latentqa
 
@@ -104,10 +103,18 @@ def evaluate_families(oracle: Oracle, n: int = 100, seed: int = 0, data_dir=None
         res["latentqa_yes_no_accuracy"] = yes_no_accuracy(oracle, lqa_yn)
     if lqa_gen:
         res["latentqa_generation"] = generation_scores(oracle, lqa_gen)
-    res["classification_eval_split"] = {
-        g: yes_no_scores(oracle, build_classification(tok, nl, n, seed, data_dir, "eval", datasets=[g], position="last"))
-        for g in TRAIN_GROUPS}
+    res["classification_eval_split"] = evaluate_training_groups(oracle, n, seed, data_dir)
     return res
+
+
+def evaluate_training_groups(oracle: Oracle, n: int = 100, seed: int = 0, data_dir=None) -> dict:
+    """``{group: yes_no_scores}`` for each training classification group's eval split (last token)."""
+    from .tasks.classification import TRAIN_GROUPS, build_classification
+
+    tok, nl = oracle.lm.tokenizer, oracle.lm.n_layers
+    return {g: yes_no_scores(oracle, build_classification(tok, nl, n, seed, data_dir, "eval", datasets=[g],
+                                                          position="last"))
+            for g in TRAIN_GROUPS}
 
 
 def heldout_mean(results: dict, position: str) -> float:
