@@ -41,8 +41,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("eval", help="held-out evaluation: table + bar chart, trained vs untrained vs chance")
     e.add_argument("--oracle", default="checkpoints/oracle-smollm2-135m")
     e.add_argument("--out", default=None, help="report folder (default: the oracle folder's eval/)")
-    e.add_argument("--n", type=int, default=200, help="examples per held-out set")
-    e.add_argument("--families-n", type=int, default=100, help="examples for context prediction, system-prompt QA and each training classification group")
+    e.add_argument("--n", type=int, default=200, help="examples per held-out set (0: skip held-out classification)")
+    e.add_argument("--families-n", type=int, default=100,
+                   help="examples for context prediction, system-prompt QA and each training classification group "
+                        "(0: skip them)")
     e.add_argument("--data-dir", default=None)
     e.add_argument("--no-card", action="store_true", help="do not write the figures into oracle.json")
     e.add_argument("--device", default="cpu")
@@ -104,24 +106,29 @@ def _eval(args: argparse.Namespace) -> int:
     from .card import read_card, update_evaluation
     from .evaluate import evaluate_families, evaluate_heldout_classification, heldout_mean, write_report
 
+    if args.n < 0 or args.families_n < 0 or args.n == args.families_n == 0:
+        raise InputError("--n and --families-n must be >= 0 and not both 0 (0 skips that part)")
     card = read_card(Path(args.oracle))
     lm = load_model(card.base_model, device=args.device)
     untrained = Oracle.untrained(lm=lm)
-    u_res = evaluate_heldout_classification(untrained, n=args.n, data_dir=args.data_dir, progress=True)
-    u_fam = evaluate_families(untrained, n=args.families_n, data_dir=args.data_dir)
+    u_res = evaluate_heldout_classification(untrained, n=args.n, data_dir=args.data_dir, progress=True) if args.n else {}
+    u_fam = evaluate_families(untrained, n=args.families_n, data_dir=args.data_dir) if args.families_n else None
     oracle = Oracle.load(args.oracle, lm=lm)
-    t_res = evaluate_heldout_classification(oracle, n=args.n, data_dir=args.data_dir, progress=True)
-    t_fam = evaluate_families(oracle, n=args.families_n, data_dir=args.data_dir)
+    t_res = evaluate_heldout_classification(oracle, n=args.n, data_dir=args.data_dir, progress=True) if args.n else {}
+    t_fam = evaluate_families(oracle, n=args.families_n, data_dir=args.data_dir) if args.families_n else None
     out = Path(args.out) if args.out else Path(args.oracle) / "eval"
     cmd = "ao " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("ao") else "ao eval"
     md, png = write_report(t_res, u_res, out, t_fam, u_fam, command=cmd)
-    summary = {pos: {"trained": round(heldout_mean(t_res, pos), 4), "untrained": round(heldout_mean(u_res, pos), 4)}
-               for pos in ("last", "full")}
+    figures: dict = {}
+    if args.n:
+        summary = {pos: {"trained": round(heldout_mean(t_res, pos), 4), "untrained": round(heldout_mean(u_res, pos), 4)}
+                   for pos in ("last", "full")}
+        figures["heldout_classification"] = {"n_per_set": args.n, "mean": summary, "per_set_trained": t_res,
+                                             "per_set_untrained": u_res}
+    if args.families_n:
+        figures.update(families_trained=t_fam, families_untrained=u_fam)
     if not args.no_card:
-        update_evaluation(Path(args.oracle), {"heldout_classification": {"n_per_set": args.n, "mean": summary,
-                                                                          "per_set_trained": t_res, "per_set_untrained": u_res},
-                                              "families_trained": {k: v for k, v in t_fam.items()},
-                                              "families_untrained": {k: v for k, v in u_fam.items()}})
+        update_evaluation(Path(args.oracle), figures)
     print(md.read_text())
-    print(f"wrote {md} and {png}")
+    print(f"wrote {md}" + (f" and {png}" if png else ""))
     return 0

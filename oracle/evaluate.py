@@ -123,8 +123,9 @@ def heldout_mean(results: dict, position: str) -> float:
 
 
 def write_report(trained: dict, untrained: dict, out_dir: Path, families: Optional[dict] = None,
-                 families_untrained: Optional[dict] = None, command: str = "") -> tuple[Path, Path]:
-    """Markdown table + PNG bar chart: trained vs untrained vs chance, per held-out set and position."""
+                 families_untrained: Optional[dict] = None, command: str = "") -> tuple[Path, Optional[Path]]:
+    """Markdown table + PNG bar chart: trained vs untrained vs chance, per held-out set and position
+    (no chart when ``trained`` is empty, i.e. the held-out part was skipped)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -142,7 +143,8 @@ def write_report(trained: dict, untrained: dict, out_dir: Path, families: Option
     md = ["# Oracle evaluation on held-out data", ""]
     if command:
         md += [f"Made by: `{command}`", ""]
-    md += ["## Held-out classification (P(Yes) >= 0.5 vs the label; 200 balanced examples each)", ""] + lines
+    if trained:
+        md += ["## Held-out classification (P(Yes) >= 0.5 vs the label; balanced examples)", ""] + lines
     if families:
         md += ["", "## Other task families (eval splits)", "", "| metric | trained | untrained |", "|---|---|---|"]
         cp, cpu = families["context_prediction"], (families_untrained or {}).get("context_prediction", {})
@@ -162,6 +164,8 @@ def write_report(trained: dict, untrained: dict, out_dir: Path, families: Option
                       f"{su.get('accuracy', float('nan')):.3f} / {su.get('auroc', float('nan')):.3f} |")
     md_path = out_dir / "eval.md"
     md_path.write_text("\n".join(md) + "\n")
+    if not trained:
+        return md_path, None
     names = list(trained)
     fig, axes = plt.subplots(1, len(positions), figsize=(6 * len(positions), 4.5), squeeze=False)
     for ax, p in zip(axes[0], positions):

@@ -189,13 +189,15 @@ def test_config_validation_is_one_line():
         TrainConfig(mix={"classification": 0})
 
 
-def test_ao_train_rejects_bad_mix_json_in_one_line(tmp_path, capsys):
+def test_ao_train_and_eval_reject_bad_arguments_in_one_line(tmp_path, capsys):
     from oracle.cli import main
 
     assert main(["train", "--out", str(tmp_path / "o"), "--mix", "{classification: 1}"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--mix is not valid JSON" in err
     assert not (tmp_path / "o").exists()
+    assert main(["eval", "--n", "0", "--families-n", "0", "--out", str(tmp_path / "e")]) == 2
+    assert "not both 0" in capsys.readouterr().err and not (tmp_path / "e").exists()
 
 
 # -- the query API on the embedded model and the shipped oracle ---------------------------------
@@ -276,3 +278,5 @@ def test_eval_report_scores_agree_with_the_api_and_list_training_groups(shipped,
     md, png = write_report(heldout, heldout, tmp_path, families=fam, families_untrained=fam)
     text = md.read_text()
     assert "classification `tense` (training group, eval split)" in text and png.is_file()
+    md, png = write_report({}, {}, tmp_path / "families_only", families=fam, families_untrained=fam)  # ao eval --n 0
+    assert png is None and "Held-out classification" not in md.read_text() and "`gmt`" in md.read_text()
