@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import shlex
-import sys
 
 from .audit.config import DEFAULT_ORACLE, METHODS, ORACLE_METHODS, SECRET_THRESHOLD
 
@@ -51,7 +49,7 @@ def _audit(args: argparse.Namespace) -> int:
         methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     else:
         methods = tuple(m for m in METHODS if oracle is not None or m not in ORACLE_METHODS)
-    cmd = "ao " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv and sys.argv[0].endswith("ao") else ""
+    cmd = args.command_line
     cfg = AuditConfig(target=args.target, base=args.base, oracle=oracle, out=args.out,
                       prompt_files=tuple(args.prompts or ()), data_dir=args.data_dir, n_prompts=args.n_prompts,
                       layer=args.layer, n_positions=args.n_positions, methods=methods, threshold=args.threshold,

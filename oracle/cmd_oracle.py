@@ -4,8 +4,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import shlex
-import sys
 from pathlib import Path
 
 from hooks.errors import InputError
@@ -117,7 +115,7 @@ def _eval(args: argparse.Namespace) -> int:
     t_res = evaluate_heldout_classification(oracle, n=args.n, data_dir=args.data_dir, progress=True) if args.n else {}
     t_fam = evaluate_families(oracle, n=args.families_n, data_dir=args.data_dir) if args.families_n else None
     out = Path(args.out) if args.out else Path(args.oracle) / "eval"
-    cmd = "ao " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("ao") else "ao eval"
+    cmd = args.command_line
     md, png = write_report(t_res, u_res, out, t_fam, u_fam, command=cmd)
     figures: dict = {}
     if args.n:
