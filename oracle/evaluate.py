@@ -17,7 +17,8 @@ from .tasks.classification import build_heldout_classification, heldout_dataset_
 log = logging.getLogger(__name__)
 
 
-def _vectors(oracle: Oracle, examples: Sequence[OracleExample], batch_size: int = 32) -> list[torch.Tensor]:
+def example_vectors(oracle: Oracle, examples: Sequence[OracleExample], batch_size: int = 32) -> list[torch.Tensor]:
+    """Each example's target activations (its positions at its layer), read with the target adapter if one is set."""
     out: list[torch.Tensor] = []
     for s in range(0, len(examples), batch_size):
         chunk = examples[s:s + batch_size]
@@ -26,19 +27,27 @@ def _vectors(oracle: Oracle, examples: Sequence[OracleExample], batch_size: int 
     return out
 
 
-def yes_no_scores(oracle: Oracle, examples: Sequence[OracleExample], batch_size: int = 32) -> dict:
-    """Accuracy of thresholding P(Yes) at 0.5 against the Yes/No answers, AUROC of P(Yes), and mean P(Yes)
-    (accuracy near 0.5 with AUROC well above it means the oracle reads the activations but is badly calibrated)."""
-    from sklearn.metrics import roc_auc_score
+def p_yes_scores(p_yes: Sequence[float], is_yes: Sequence[bool]) -> dict:
+    """Accuracy of thresholding P(Yes) at 0.5, AUROC of P(Yes) (NaN with one class), and mean P(Yes).
+    Accuracy near 0.5 with AUROC well above it means reading without calibration.
 
-    vecs = _vectors(oracle, examples, batch_size)
-    qs = [Query(v, e.question, e.layer) for v, e in zip(vecs, examples)]
-    p = oracle.yes_probability_batch(qs, batch_size=batch_size)
-    y = [e.answer == "Yes" for e in examples]
-    hits = [(pi >= 0.5) == yi for pi, yi in zip(p, y)]
-    auroc = float(roc_auc_score(y, p)) if len(set(y)) == 2 else float("nan")
-    return {"accuracy": sum(hits) / max(1, len(hits)), "auroc": auroc, "mean_p_yes": sum(p) / max(1, len(p)),
-            "n": len(examples)}
+    Example:
+        >>> p_yes_scores([0.9, 0.4, 0.2], [True, True, False])["accuracy"]
+        0.6666666666666666
+    """
+    from probes.metrics import accuracy, auroc
+
+    auc = auroc(list(is_yes), list(p_yes)) if len(set(is_yes)) == 2 else float("nan")
+    return {"accuracy": accuracy([bool(y) for y in is_yes], [pi >= 0.5 for pi in p_yes]), "auroc": auc,
+            "mean_p_yes": sum(p_yes) / max(1, len(p_yes)), "n": len(p_yes)}
+
+
+def yes_no_scores(oracle: Oracle, examples: Sequence[OracleExample], batch_size: int = 32) -> dict:
+    """``p_yes_scores`` of the oracle's answers to the examples' yes/no questions."""
+    vecs = example_vectors(oracle, examples, batch_size)
+    p = oracle.yes_probability_batch([Query(v, e.question, e.layer) for v, e in zip(vecs, examples)],
+                                     batch_size=batch_size)
+    return p_yes_scores(p, [e.answer == "Yes" for e in examples])
 
 
 def yes_no_accuracy(oracle: Oracle, examples: Sequence[OracleExample], batch_size: int = 32) -> float:
@@ -53,7 +62,7 @@ def _norm(s: str) -> str:
 def generation_scores(oracle: Oracle, examples: Sequence[OracleExample], batch_size: int = 32,
                       max_new_tokens: int = 24) -> dict:
     """Exact match and first-word match of generated answers."""
-    vecs = _vectors(oracle, examples, batch_size)
+    vecs = example_vectors(oracle, examples, batch_size)
     answers = oracle.ask_batch([Query(v, e.question, e.layer) for v, e in zip(vecs, examples)],
                                max_new_tokens=max_new_tokens, batch_size=batch_size)
     exact = sum(_norm(a) == _norm(e.answer) for a, e in zip(answers, examples))

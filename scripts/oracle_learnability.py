@@ -34,7 +34,8 @@ sys.path.insert(0, str(REPO))
 
 from hooks.models import load_model  # noqa: E402
 from oracle.api import Oracle, Query  # noqa: E402
-from oracle.batching import make_oracle_batch, target_vectors  # noqa: E402
+from oracle.batching import make_oracle_batch  # noqa: E402
+from oracle.evaluate import example_vectors, p_yes_scores  # noqa: E402
 from oracle.tasks.base import source_layers  # noqa: E402
 from oracle.tasks.classification import YES_NO_PREFIX, build_classification  # noqa: E402
 from oracle.train import TrainConfig, _LoraModel, oracle_loss  # noqa: E402
@@ -50,10 +51,7 @@ def labelled_set(lm, dataset: str, n: int, seed: int, split: str, question: str,
             e.question = YES_NO_PREFIX + question
             e.answer = "Yes" if e.meta["class"] == yes_class else "No"
             e.meta["asked"] = yes_class
-    vecs = []
-    for s in range(0, len(exs), 32):
-        chunk = exs[s:s + 32]
-        vecs += target_vectors(lm, [e.context_ids for e in chunk], [e.positions for e in chunk], [layer] * len(chunk))
+    vecs = example_vectors(Oracle.from_model(lm, trained=False), exs)
     return exs, vecs
 
 
@@ -71,17 +69,14 @@ def p_yes(lm, exs, vecs) -> list[float]:
 
 
 def scores(p: list[float], exs) -> tuple[float, float]:
-    from sklearn.metrics import roc_auc_score
-
-    y = [e.answer == "Yes" for e in exs]
-    return sum((pi >= 0.5) == yi for pi, yi in zip(p, y)) / len(y), float(roc_auc_score(y, p))
+    sc = p_yes_scores(p, [e.answer == "Yes" for e in exs])
+    return sc["accuracy"], sc["auroc"]
 
 
 def probe_scores(train_vecs, train_exs, eval_vecs, eval_exs) -> tuple[float, float]:
     """A logistic probe for the text's class; its P(Yes) is its probability of the class the question asks about
     (with one fixed question, the yes class)."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
 
     X = torch.cat(train_vecs).float().numpy()
     y = [e.meta["class"] for e in train_exs]
@@ -91,8 +86,7 @@ def probe_scores(train_vecs, train_exs, eval_vecs, eval_exs) -> tuple[float, flo
     proba = clf.predict_proba(torch.cat(eval_vecs).float().numpy())
     col = {c: i for i, c in enumerate(clf.classes_)}
     p = [row[col[e.meta["asked"]]] if e.meta["asked"] in col else 0.0 for row, e in zip(proba, eval_exs)]
-    ye = [e.answer == "Yes" for e in eval_exs]
-    return sum((pi >= 0.5) == yi for pi, yi in zip(p, ye)) / len(ye), float(roc_auc_score(ye, p))
+    return scores(p, eval_exs)
 
 
 def main(argv=None) -> int:

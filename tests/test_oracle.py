@@ -260,13 +260,13 @@ def test_oracle_card_for_another_base_model_is_refused(tmp_path):
 @pytest.mark.slow
 def test_eval_report_scores_agree_with_the_api_and_list_training_groups(shipped, tmp_path):
     from oracle.api import Query
-    from oracle.evaluate import _vectors, evaluate_training_groups, write_report, yes_no_scores
+    from oracle.evaluate import evaluate_training_groups, example_vectors, write_report, yes_no_scores
     from oracle.tasks.classification import build_classification
 
     exs = build_classification(shipped.lm.tokenizer, shipped.lm.n_layers, 12, 0, split="eval", datasets=["tense"],
                                position="last")
     sc = yes_no_scores(shipped, exs)
-    p = shipped.yes_probability_batch([Query(v, e.question, e.layer) for v, e in zip(_vectors(shipped, exs), exs)])
+    p = shipped.yes_probability_batch([Query(v, e.question, e.layer) for v, e in zip(example_vectors(shipped, exs), exs)])
     assert sc["accuracy"] == sum((pi >= 0.5) == (e.answer == "Yes") for pi, e in zip(p, exs)) / len(exs)
     assert sc["mean_p_yes"] == pytest.approx(sum(p) / len(p))
     assert 0.0 <= sc["auroc"] <= 1.0 and sc["n"] == 12
