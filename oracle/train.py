@@ -50,6 +50,8 @@ class TrainConfig:
     mix: dict = field(default_factory=lambda: {"context_prediction": 0.4, "classification": 0.4, "latentqa": 0.2},
                       metadata={"help": 'task-family weights as JSON, e.g. '
                                         '{"context_prediction":0.4,"classification":0.4,"latentqa":0.2}'})
+    open_class_frac: float = _opt(0.5, "share of classification examples asking the open question (\"Which tense is "
+                                       "this sentence in?\", answered with the class name) instead of a yes/no one")
     steps: Optional[int] = _opt(None, "optimizer steps (default: one pass over the examples)", int)
     batch_size: int = _opt(16, "examples per optimizer step")
     lr: float = _opt(5e-4, "peak learning rate (linear warm-up, then cosine to 10%%)")
@@ -87,6 +89,8 @@ class TrainConfig:
                 raise InputError(f"--{name.replace('_', '-')} must be at least 1")
         if self.steps is not None and self.steps < 1:
             raise InputError("--steps must be at least 1")
+        if not 0.0 <= self.open_class_frac <= 1.0:
+            raise InputError(f"--open-class-frac {self.open_class_frac} must be a share between 0 and 1")
         if not 0 < self.lr < 1:
             raise InputError(f"--lr {self.lr} is not a sensible learning rate (try 5e-4)")
         bad = sorted(set(self.mix) - set(FAMILIES))
@@ -137,7 +141,8 @@ def build_examples(config: TrainConfig, lm: LoadedModel, split: str = "train", n
         prompts = default_onpolicy_prompts(config.data_dir, n=config.onpolicy, seed=config.seed)
         chats = generate_onpolicy_chats(lm, prompts, cache, batch_size=64 if lm.device.type == "cuda" else 16)
     return build_training_mix(lm.tokenizer, lm.n_layers, n or config.n_examples, seed if seed is not None else config.seed,
-                              data_dir=config.data_dir, weights=dict(config.mix), onpolicy_chats=chats, split=split)
+                              data_dir=config.data_dir, weights=dict(config.mix), onpolicy_chats=chats, split=split,
+                              options={"classification": {"open_frac": config.open_class_frac}})
 
 
 def capture_example_store(lm: LoadedModel, examples: Sequence[OracleExample], path: Path, batch_size: int = 32,

@@ -15,6 +15,7 @@ defaults: all-linear, r 16):
     python scripts/oracle_learnability.py                         # SST-2, ~12 min on 2 CPU cores
     python scripts/oracle_learnability.py --dataset gmt/cities --question "Is this statement true?" --yes-class true
     python scripts/oracle_learnability.py --dataset tense --question ''   # the training questions (no memorize check)
+    python scripts/oracle_learnability.py --dataset tense --question '' --open-frac 0.5   # half ask "Which tense...?"
 
 With ``--question ''`` every example keeps the question ``ao train`` would ask (paraphrases, half about another
 class), and the probe baseline answers with its probability of the class the question names.
@@ -37,22 +38,34 @@ from oracle.api import Oracle, Query  # noqa: E402
 from oracle.batching import make_oracle_batch  # noqa: E402
 from oracle.evaluate import example_vectors, p_yes_scores  # noqa: E402
 from oracle.tasks.base import source_layers  # noqa: E402
-from oracle.tasks.classification import YES_NO_PREFIX, build_classification  # noqa: E402
+from oracle.tasks.classification import OPEN_QUESTIONS, YES_NO_PREFIX, build_classification  # noqa: E402
 from oracle.train import TrainConfig, _LoraModel, oracle_loss  # noqa: E402
 
 
-def labelled_set(lm, dataset: str, n: int, seed: int, split: str, question: str, yes_class: str, layer: int):
+def labelled_set(lm, dataset: str, n: int, seed: int, split: str, question: str, yes_class: str, layer: int,
+                 open_frac: float = 0.0):
     """``n`` examples of ``dataset`` (last token), all asked ``question``; answer Yes iff the text's class is
-    ``yes_class``. An empty ``question`` keeps the training questions (paraphrases; half ask about another class)."""
-    exs = build_classification(lm.tokenizer, lm.n_layers, n, seed, datasets=[dataset], split=split, position="last")
+    ``yes_class``. An empty ``question`` keeps the training questions (paraphrases; half ask about another class).
+    ``open_frac``: that share asks the open question instead (answered with the class name)."""
+    exs = build_classification(lm.tokenizer, lm.n_layers, n, seed, datasets=[dataset], split=split, position="last",
+                               open_frac=open_frac)
     for e in exs:
         e.layer = layer
-        if question:
+        if question and not e.meta.get("open"):
             e.question = YES_NO_PREFIX + question
             e.answer = "Yes" if e.meta["class"] == yes_class else "No"
             e.meta["asked"] = yes_class
     vecs = example_vectors(Oracle.from_model(lm, trained=False), exs)
     return exs, vecs
+
+
+def open_accuracy(lm, exs, vecs) -> float:
+    """Share of ``exs`` whose class name the oracle says first when asked its group's open question."""
+    lm.model.eval()
+    said = Oracle.from_model(lm).ask_batch([Query(v, OPEN_QUESTIONS[e.dataset.split("/", 1)[0]], e.layer)
+                                            for v, e in zip(vecs, exs)], max_new_tokens=4)
+    lm.model.train()
+    return sum(a.lower().split()[:1] == [str(e.meta["class"]).lower()] for a, e in zip(said, exs)) / len(exs)
 
 
 def batch_of(lm, exs, vecs):
@@ -104,6 +117,9 @@ def main(argv=None) -> int:
     ap.add_argument("--eval-n", type=int, default=128)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--open-frac", type=float, default=0.0,
+                    help="share of training examples that ask the group's open question instead (\"Which tense is this "
+                         "sentence in?\", answered with the class name); its eval accuracy is reported too")
     ap.add_argument("--out", default="runs/learnability", help="folder for results.json and curve.png")
     args = ap.parse_args(argv)
     torch.manual_seed(args.seed)
@@ -112,7 +128,8 @@ def main(argv=None) -> int:
     mk = dict(question=args.question, yes_class=args.yes_class, layer=layer)
     if args.question:
         mem_exs, mem_vecs = labelled_set(lm, args.dataset, args.memorize, args.seed, "train", **mk)
-    tr_exs, tr_vecs = labelled_set(lm, args.dataset, args.steps * args.batch_size, args.seed + 1, "train", **mk)
+    tr_exs, tr_vecs = labelled_set(lm, args.dataset, args.steps * args.batch_size, args.seed + 1, "train",
+                                   open_frac=args.open_frac, **mk)
     ev_exs, ev_vecs = labelled_set(lm, args.dataset, args.eval_n, args.seed + 2, "eval", **mk)
     print(f"{args.dataset}, question {args.question!r}, layer {layer}: {len(tr_exs)} training and {len(ev_exs)} eval "
           f"examples ({sum(e.answer == 'Yes' for e in ev_exs)} Yes)")
@@ -159,6 +176,8 @@ def main(argv=None) -> int:
     rows = []
     acc, auc = scores(p_yes(lm, ev_exs, ev_vecs), ev_exs)
     rows.append({"labels": 0, "oracle_acc": acc, "oracle_auroc": auc, "probe_acc": 0.5, "probe_auroc": 0.5})
+    if args.open_frac:
+        rows[-1]["open_acc"] = open_accuracy(lm, ev_exs, ev_vecs)
     t0 = time.perf_counter()
     for step in range(1, args.steps + 1):
         lo, hi = (step - 1) * args.batch_size, step * args.batch_size
@@ -174,8 +193,12 @@ def main(argv=None) -> int:
             pacc, pauc = probe_scores(tr_vecs[:hi], tr_exs[:hi], ev_vecs, ev_exs)
             rows.append({"labels": hi, "oracle_acc": acc, "oracle_auroc": auc, "probe_acc": pacc, "probe_auroc": pauc,
                          "seconds": round(time.perf_counter() - t0, 1)})
-            print(f"  {hi:5d} labels: oracle acc {acc:.3f} AUROC {auc:.3f} | probe acc {pacc:.3f} AUROC {pauc:.3f}",
-                  flush=True)
+            extra = ""
+            if args.open_frac:
+                rows[-1]["open_acc"] = open_accuracy(lm, ev_exs, ev_vecs)
+                extra = f" | open question: says the class {rows[-1]['open_acc']:.3f}"
+            print(f"  {hi:5d} labels: oracle acc {acc:.3f} AUROC {auc:.3f} | probe acc {pacc:.3f} AUROC {pauc:.3f}"
+                  + extra, flush=True)
     for n in (8, 32):
         pacc, pauc = probe_scores(tr_vecs[:n], tr_exs[:n], ev_vecs, ev_exs)
         rows.append({"labels": n, "probe_only": True, "probe_acc": pacc, "probe_auroc": pauc})
@@ -199,12 +222,17 @@ def _plot(rows: list, path: Path, args) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot([r["labels"] for r in oracle], [r["oracle_auroc"] for r in oracle], "o-", label="oracle (LoRA) AUROC")
     ax.plot([r["labels"] for r in probe], [r["probe_auroc"] for r in probe], "s--", label="logistic probe AUROC")
+    opened = [r for r in oracle if "open_acc" in r]
+    if opened:
+        ax.plot([r["labels"] for r in opened], [r["open_acc"] for r in opened], "^:",
+                label="oracle names the class (open question): accuracy")
     ax.axhline(0.5, color="grey", lw=0.8)
     ax.set_xscale("symlog", linthresh=8)
     ax.set_xlim(0, 1.3 * max(r["labels"] for r in probe))
     ax.set_xlabel("training labels seen")
-    ax.set_ylabel("eval AUROC")
-    ax.set_title(f"{args.dataset}: {args.question or 'its training questions'}", fontsize=9)
+    ax.set_ylabel("eval AUROC" + (" / accuracy" if opened else ""))
+    ax.set_title(f"{args.dataset}: {args.question or 'its training questions'}"
+                 + (f", {args.open_frac:.0%} open questions" if args.open_frac else ""), fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

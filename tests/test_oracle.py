@@ -187,6 +187,8 @@ def test_config_validation_is_one_line():
         TrainConfig(mix={"classification": 1.0, "secrets": 1.0})
     with pytest.raises(InputError, match="positive sum"):
         TrainConfig(mix={"classification": 0})
+    with pytest.raises(InputError, match="--open-class-frac"):
+        TrainConfig(open_class_frac=-0.1)
 
 
 def test_ao_train_and_eval_reject_bad_arguments_in_one_line(tmp_path, capsys):

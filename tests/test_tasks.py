@@ -15,6 +15,7 @@ from oracle.tasks import (NO, YES, OracleExample, build_classification, build_co
                           summarize)
 from oracle.tasks import onpolicy as onpolicy_mod
 from oracle.tasks.base import allocate, balanced_bools, make_rng, tokenize_chat
+from oracle.tasks.classification import OPEN_QUESTIONS
 
 N_LAYERS = 30
 DEPTHS = [7, 15, 22]
@@ -151,6 +152,23 @@ def test_classification_valid_and_balanced(tok):
     eval_texts = {e.meta["text"] for e in build_classification(tok, N_LAYERS, 200, 1, split="eval",
                                                                 datasets=["gmt", "tense"])}
     assert not train_texts & eval_texts
+
+
+def test_classification_open_questions(tok):
+    plain = build_classification(tok, N_LAYERS, 80, seed=3)
+    mixed = build_classification(tok, N_LAYERS, 80, seed=3, open_frac=0.25)
+    assert _dicts(build_classification(tok, N_LAYERS, 80, seed=3, open_frac=0.0)) == _dicts(plain)
+    opens = [e for e in mixed if e.meta.get("open")]
+    assert len(opens) == 20
+    for e in opens:
+        group = e.dataset.split("/")[0]
+        assert e.question == OPEN_QUESTIONS[group] and not e.question.startswith("Answer with 'Yes'")
+        assert e.answer == e.meta["class"].capitalize() and e.answer not in (YES, NO)
+        assert e.meta["label"] is None and e.meta["asked"] is None
+    assert all(e.answer in (YES, NO) for e in mixed if not e.meta.get("open"))
+    assert {e.answer for e in opens if e.dataset == "tense"} <= {"Past", "Present", "Future"}
+    with pytest.raises(InputError, match="open_frac"):
+        build_classification(tok, N_LAYERS, 4, seed=0, open_frac=1.5)
 
 
 @pytest.mark.parametrize("name", ["singular_plural", "engels", "engels/59_wikidata_occupation_isjournalist",

@@ -7,6 +7,8 @@ the prefix ``"Answer with 'Yes' or 'No' only. "``, the answer is ``"Yes"`` or ``
 Where the data has a natural negative (gmt true/false statements, relations with a wrong object),
 the question is fixed and the text decides the answer; elsewhere (sst2, tense, held-out sets) half
 the questions ask about a wrong label ("Is this sentence in the past tense?" for a future one).
+Optionally (``open_frac``) a share of the examples asks an open question instead ("Which tense is this
+sentence in?"), answered with the class name.
 
 The context is the plain text (no chat template); the positions are one of the last 3 tokens or a
 window ending at the last token.
@@ -42,6 +44,17 @@ GMT_FILES = ("sp_en_trans", "cities", "smaller_than", "larger_than", "companies_
              "neg_sp_en_trans", "common_claim_true_false", "counterfact_true_false", "cities_cities_conj",
              "cities_cities_disj")
 TENSES = ("past", "present", "future")
+
+#: One open question per training group, answered with the text's class name ("Past", "True"): a direct
+#: readout of the feature with no class named in the question. Mixed into training (``open_frac``), it is
+#: what lets the yes/no questions that name a class learn on the 135M default model
+#: (``scripts/oracle_learnability.py --open-frac``; numbers in the README).
+OPEN_QUESTIONS = {
+    "gmt": "Is this statement true or false? Answer with one word.",
+    "relations": "Is this statement true or false? Answer with one word.",
+    "sst2": "Is this review positive or negative? Answer with one word.",
+    "tense": "Which tense is this sentence in? Answer with one word.",
+}
 
 
 # ---------------------------------------------------------------- loading
@@ -232,11 +245,13 @@ def build_classification(
     max_context_tokens: int = 64,
     position: str = "mixed",
     max_window: int = 20,
+    open_frac: float = 0.0,
 ) -> list[OracleExample]:
     """``n`` balanced yes/no examples over the training groups (equal weight per group by default,
     uniform over the files of a group). ``datasets``: groups or names to restrict to; naming a held-out
     set (``singular_plural``, ``engels/...``) raises InputError. The eval split holds texts hashed out
-    of training (SST-2: its dev file).
+    of training (SST-2: its dev file). ``open_frac``: the share of examples that ask the group's open
+    question (:data:`OPEN_QUESTIONS`) instead, answered with the text's class name.
 
     Example:
         >>> ex = build_classification(tok, 30, n=1, seed=0)[0]                       # doctest: +SKIP
@@ -244,6 +259,8 @@ def build_classification(
         ("Answer with 'Yes' or 'No' only. Is this statement true?", 'No')
     """
     n, split = check_n(n), check_split(split)
+    if not 0.0 <= float(open_frac) <= 1.0:
+        raise InputError(f"open_frac {open_frac} must be a share between 0 and 1")
     root = str(resolve_data_dir(data_dir))
     groups = _resolve_train_datasets(datasets, root)
     if group_weights is None:
@@ -268,8 +285,10 @@ def build_classification(
             raise InputError(f"the classification group {group} has no data in split {split!r}")
         plan += [rng.choice(names) for _ in range(count)]
     answers = balanced_bools(rng, len(plan))
+    # drawn only when asked for, so that open_frac=0 builds exactly the yes/no-only mix
+    is_open = set(rng.sample(range(len(plan)), round(open_frac * len(plan)))) if open_frac > 0 else set()
     out: list[OracleExample] = []
-    for name, want_yes in zip(plan, answers):
+    for i, (name, want_yes) in enumerate(zip(plan, answers)):
         for _ in range(100):
             text, question, cls, asked = samplers[name](rng, want_yes)
             ids = tokenize_text(tokenizer, text)
@@ -278,10 +297,15 @@ def build_classification(
         else:
             raise InputError(f"classification/{name} has no texts within {max_context_tokens} tokens: "
                              f"raise max_context_tokens")
+        meta = {"split": split, "label": int(want_yes), "class": cls, "asked": asked, "text": text}
+        if i in is_open:
+            question, answer = OPEN_QUESTIONS[name.split("/", 1)[0]], cls.capitalize()
+            meta.update(open=True, label=None, asked=None)
+        else:
+            question, answer = YES_NO_PREFIX + question, YES if want_yes else NO
         out.append(OracleExample(
             family=FAMILY, context_ids=ids, positions=choose_positions(rng, len(ids), position, max_window), layer=-1,
-            question=YES_NO_PREFIX + question, answer=YES if want_yes else NO, dataset=name,
-            meta={"split": split, "label": int(want_yes), "class": cls, "asked": asked, "text": text},
+            question=question, answer=answer, dataset=name, meta=meta,
         ))
     rng.shuffle(out)
     for ex, layer in zip(out, balanced_layers(rng, len(out), n_layers)):
