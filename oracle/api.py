@@ -38,6 +38,17 @@ class Query:
     positions: Positions = "last"
 
 
+def yes_no_token_ids(tokenizer) -> tuple[int, int]:
+    """The first token of "Yes" and of "No": where ``yes_probability`` reads the answer.
+
+    Example:
+        >>> from hooks.testing import ByteTokenizer
+        >>> yes_no_token_ids(ByteTokenizer()) == (ord("Y") + 3, ord("N") + 3)
+        True
+    """
+    return tuple(tokenizer.encode(w, add_special_tokens=False)[0] for w in ("Yes", "No"))  # type: ignore[return-value]
+
+
 class Oracle:
     """An activation oracle: a base model plus a LoRA adapter that reads injected activations.
 
@@ -225,7 +236,7 @@ class Oracle:
     @torch.no_grad()
     def yes_probability_batch(self, queries: Sequence[Query], diff: bool = False, batch_size: int = 32) -> list[float]:
         """P(Yes) / (P(Yes) + P(No)) of the oracle's first answer token for each query."""
-        yes_id, no_id = self._yes_no_ids()
+        yes_id, no_id = yes_no_token_ids(self.lm.tokenizer)
         probs: list[float] = []
         for s in range(0, len(queries), batch_size):
             b = self._batch(list(queries[s:s + batch_size]), diff)
@@ -247,10 +258,3 @@ class Oracle:
         """
         return self.yes_probability_batch([Query(source, question, layer, positions)], diff=diff)[0]
 
-    def _yes_no_ids(self) -> tuple[int, int]:
-        tok = self.lm.tokenizer
-        ids = []
-        for w in ("Yes", "No"):
-            t = tok.encode(w, add_special_tokens=False)
-            ids.append(t[0])
-        return ids[0], ids[1]

@@ -7,7 +7,7 @@ position is scored like the oracle's (accuracy at 0.5, AUROC). An oracle built o
 the same answer from activations alone, so this is a rough ceiling on what its questions can draw out:
 where the model cannot answer from the text, the oracle has to learn the concept, not just read it.
 
-    python scripts/text_baseline.py                      # ~5 min on 2 CPU cores
+    python scripts/text_baseline.py                      # ~10 min on 2 CPU cores
     python scripts/text_baseline.py --n 100 --out runs/text_baseline
 """
 from __future__ import annotations
@@ -22,8 +22,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from hooks.capture import pad_batch  # noqa: E402
+from hooks.capture import pad_batch, position_ids_from_mask  # noqa: E402
 from hooks.models import load_model  # noqa: E402
+from oracle.api import yes_no_token_ids  # noqa: E402
 from oracle.evaluate import p_yes_scores  # noqa: E402
 from oracle.prompt import render_user_turn  # noqa: E402
 from oracle.tasks.base import tokenize_text  # noqa: E402
@@ -34,16 +35,15 @@ from oracle.tasks.classification import (TRAIN_GROUPS, build_classification, bui
 def text_p_yes(lm, examples, batch_size: int = 16) -> list[float]:
     """The base model's P(Yes) for each example's question asked about its text, in the prompt."""
     tok = lm.tokenizer
-    yes_id, no_id = (tok.encode(w, add_special_tokens=False)[0] for w in ("Yes", "No"))
+    yes_id, no_id = yes_no_token_ids(tok)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     seqs = [tokenize_text(tok, render_user_turn(tok, f"{e.meta['text']}\n\n{e.question}")) for e in examples]
     out: list[float] = []
     with torch.no_grad():
         for s in range(0, len(seqs), batch_size):
             tokens_BL, mask_BL = pad_batch(seqs[s:s + batch_size], pad, side="left", device=lm.device)
-            pos_BL = (mask_BL.long().cumsum(-1) - 1).clamp(min=0)   # left padding must not shift positions
-            logits_BV = lm.model(input_ids=tokens_BL, attention_mask=mask_BL, position_ids=pos_BL,
-                                 use_cache=False).logits[:, -1].float()
+            logits_BV = lm.model(input_ids=tokens_BL, attention_mask=mask_BL,
+                                 position_ids=position_ids_from_mask(mask_BL), use_cache=False).logits[:, -1].float()
             out += torch.stack([logits_BV[:, yes_id], logits_BV[:, no_id]], -1).softmax(-1)[:, 0].tolist()
     return out
 
