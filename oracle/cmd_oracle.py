@@ -102,27 +102,30 @@ def _eval(args: argparse.Namespace) -> int:
 
     from .api import Oracle
     from .card import read_card, update_evaluation
-    from .evaluate import evaluate_families, evaluate_heldout_classification, heldout_mean, write_report
+    from .evaluate import (evaluate_families, evaluate_heldout_scores, heldout_accuracies, heldout_mean,
+                           write_report)
 
     if args.n < 0 or args.families_n < 0 or args.n == args.families_n == 0:
         raise InputError("--n and --families-n must be >= 0 and not both 0 (0 skips that part)")
     card = read_card(Path(args.oracle))
     lm = load_model(card.base_model, device=args.device)
     untrained = Oracle.untrained(lm=lm)
-    u_res = evaluate_heldout_classification(untrained, n=args.n, data_dir=args.data_dir, progress=True) if args.n else {}
+    u_sc = evaluate_heldout_scores(untrained, n=args.n, data_dir=args.data_dir, progress=True) if args.n else {}
     u_fam = evaluate_families(untrained, n=args.families_n, data_dir=args.data_dir) if args.families_n else None
     oracle = Oracle.load(args.oracle, lm=lm)
-    t_res = evaluate_heldout_classification(oracle, n=args.n, data_dir=args.data_dir, progress=True) if args.n else {}
+    t_sc = evaluate_heldout_scores(oracle, n=args.n, data_dir=args.data_dir, progress=True) if args.n else {}
     t_fam = evaluate_families(oracle, n=args.families_n, data_dir=args.data_dir) if args.families_n else None
+    t_res, u_res = heldout_accuracies(t_sc), heldout_accuracies(u_sc)
     out = Path(args.out) if args.out else Path(args.oracle) / "eval"
     cmd = args.command_line
-    md, png = write_report(t_res, u_res, out, t_fam, u_fam, command=cmd)
+    md, png = write_report(t_res, u_res, out, t_fam, u_fam, command=cmd, trained_scores=t_sc, untrained_scores=u_sc)
     figures: dict = {}
     if args.n:
         summary = {pos: {"trained": round(heldout_mean(t_res, pos), 4), "untrained": round(heldout_mean(u_res, pos), 4)}
                    for pos in ("last", "full")}
         figures["heldout_classification"] = {"n_per_set": args.n, "mean": summary, "per_set_trained": t_res,
-                                             "per_set_untrained": u_res}
+                                             "per_set_untrained": u_res, "scores_trained": t_sc,
+                                             "scores_untrained": u_sc}
     if args.families_n:
         figures.update(families_trained=t_fam, families_untrained=u_fam)
     if not args.no_card:

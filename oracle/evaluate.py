@@ -42,12 +42,35 @@ def p_yes_scores(p_yes: Sequence[float], is_yes: Sequence[bool]) -> dict:
             "mean_p_yes": sum(p_yes) / max(1, len(p_yes)), "n": len(p_yes)}
 
 
+def yes_probabilities(oracle: Oracle, examples: Sequence[OracleExample], batch_size: int = 32) -> list[float]:
+    """The oracle's P(Yes) for each example's question about the example's own activations."""
+    vecs = example_vectors(oracle, examples, batch_size)
+    return oracle.yes_probability_batch([Query(v, e.question, e.layer) for v, e in zip(vecs, examples)],
+                                        batch_size=batch_size)
+
+
+def scores_by_asked(p_yes: Sequence[float], examples: Sequence[OracleExample]) -> dict:
+    """:func:`p_yes_scores` of all the examples, plus ``by_asked``: the same per class the question names
+    (``meta["asked"]``).
+
+    Example:
+        >>> exs = [OracleExample("classification", [1], [0], 0, "q", a, meta={"asked": k})
+        ...        for a, k in [("Yes", "x"), ("No", "x"), ("Yes", "not_x"), ("No", "not_x")]]
+        >>> sc = scores_by_asked([0.9, 0.1, 0.4, 0.6], exs)
+        >>> sc["accuracy"], sc["by_asked"]["x"]["auroc"], sc["by_asked"]["not_x"]["auroc"]
+        (0.5, 1.0, 0.0)
+    """
+    is_yes = [e.answer == "Yes" for e in examples]
+    scores = p_yes_scores(p_yes, is_yes)
+    scores["by_asked"] = {a: p_yes_scores([pi for pi, e in zip(p_yes, examples) if e.meta["asked"] == a],
+                                          [y for y, e in zip(is_yes, examples) if e.meta["asked"] == a])
+                          for a in sorted({e.meta["asked"] for e in examples})}
+    return scores
+
+
 def yes_no_scores(oracle: Oracle, examples: Sequence[OracleExample], batch_size: int = 32) -> dict:
     """``p_yes_scores`` of the oracle's answers to the examples' yes/no questions."""
-    vecs = example_vectors(oracle, examples, batch_size)
-    p = oracle.yes_probability_batch([Query(v, e.question, e.layer) for v, e in zip(vecs, examples)],
-                                     batch_size=batch_size)
-    return p_yes_scores(p, [e.answer == "Yes" for e in examples])
+    return p_yes_scores(yes_probabilities(oracle, examples, batch_size), [e.answer == "Yes" for e in examples])
 
 
 def yes_no_accuracy(oracle: Oracle, examples: Sequence[OracleExample], batch_size: int = 32) -> float:
@@ -73,10 +96,19 @@ def generation_scores(oracle: Oracle, examples: Sequence[OracleExample], batch_s
             "samples": [{"q": e.question, "gold": e.answer, "pred": a} for a, e in list(zip(answers, examples))[:5]]}
 
 
-def evaluate_heldout_classification(oracle: Oracle, n: int = 200, positions: Sequence[str] = ("last", "full"),
-                                    datasets: Optional[Sequence[str]] = None, seed: int = 0,
-                                    data_dir=None, progress: bool = False) -> dict:
-    """``{dataset: {position: accuracy}}`` on the held-out classification sets."""
+def evaluate_heldout_scores(oracle: Oracle, n: int = 200, positions: Sequence[str] = ("last", "full"),
+                            datasets: Optional[Sequence[str]] = None, seed: int = 0,
+                            data_dir=None, progress: bool = False) -> dict:
+    """``{dataset: {position: scores}}`` on the held-out classification sets: :func:`p_yes_scores` of all the
+    examples, plus ``by_asked``: the same scores split by the class the question names. Within one question the
+    answer is Yes exactly for the texts of that class (for its negation, of the other), so each split's AUROC
+    says whether P(Yes) follows the text, apart from how the oracle treats the question's wording.
+
+    Example:
+        >>> res = evaluate_heldout_scores(oracle, n=8, positions=["last"], datasets=["singular_plural"])  # doctest: +SKIP
+        >>> sorted(res["singular_plural"]["last"]["by_asked"])                                     # doctest: +SKIP
+        ['multiple', 'single']
+    """
     names = list(datasets) if datasets else heldout_dataset_names(data_dir)
     out: dict = {}
     items = [(d, p) for d in names for p in positions]
@@ -88,12 +120,17 @@ def evaluate_heldout_classification(oracle: Oracle, n: int = 200, positions: Seq
     for d, p in items:
         exs = build_heldout_classification(oracle.lm.tokenizer, oracle.lm.n_layers, d, n=n, seed=seed,
                                            data_dir=data_dir, position=p)
-        out.setdefault(d, {})[p] = yes_no_accuracy(oracle, exs)
+        out.setdefault(d, {})[p] = scores_by_asked(yes_probabilities(oracle, exs), exs)
         if bar:
             bar.update(1)
     if bar:
         bar.close()
     return out
+
+
+def heldout_accuracies(scores: dict) -> dict:
+    """``{dataset: {position: accuracy}}`` from :func:`evaluate_heldout_scores`."""
+    return {d: {p: sc["accuracy"] for p, sc in v.items()} for d, v in scores.items()}
 
 
 def evaluate_families(oracle: Oracle, n: int = 100, seed: int = 0, data_dir=None) -> dict:
@@ -131,10 +168,25 @@ def heldout_mean(results: dict, position: str) -> float:
     return sum(vals) / max(1, len(vals))
 
 
+def _by_question_table(trained_scores: dict, untrained_scores: dict, positions: Sequence[str]) -> list[str]:
+    lines = ["| held-out set | position | question names | trained AUROC / accuracy | untrained AUROC / accuracy |",
+             "|---|---|---|---|---|"]
+    for d, per_pos in trained_scores.items():
+        for p in positions:
+            for asked, sc in per_pos[p]["by_asked"].items():
+                su = untrained_scores.get(d, {}).get(p, {}).get("by_asked", {}).get(asked, {})
+                lines.append(f"| {d} | {p} | {asked} | {sc['auroc']:.3f} / {sc['accuracy']:.3f} | "
+                             f"{su.get('auroc', float('nan')):.3f} / {su.get('accuracy', float('nan')):.3f} |")
+    return lines
+
+
 def write_report(trained: dict, untrained: dict, out_dir: Path, families: Optional[dict] = None,
-                 families_untrained: Optional[dict] = None, command: str = "") -> tuple[Path, Optional[Path]]:
+                 families_untrained: Optional[dict] = None, command: str = "",
+                 trained_scores: Optional[dict] = None, untrained_scores: Optional[dict] = None,
+                 ) -> tuple[Path, Optional[Path]]:
     """Markdown table + PNG bar chart: trained vs untrained vs chance, per held-out set and position
-    (no chart when ``trained`` is empty, i.e. the held-out part was skipped)."""
+    (no chart when ``trained`` is empty, i.e. the held-out part was skipped). With the
+    :func:`evaluate_heldout_scores` results, a second table gives AUROC and accuracy per question class."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -154,6 +206,13 @@ def write_report(trained: dict, untrained: dict, out_dir: Path, families: Option
         md += [f"Made by: `{command}`", ""]
     if trained:
         md += ["## Held-out classification (P(Yes) >= 0.5 vs the label; balanced examples)", ""] + lines
+    if trained and trained_scores:
+        md += ["", "## Held-out classification per question class", "",
+               "Within one question class the answer is Yes exactly for the texts of that class (for a negated "
+               "class such as `not_politics`, for the other texts): AUROC above 0.5 means P(Yes) follows the text "
+               "the right way round for that wording. An oracle that reads the feature but ignores \"not\" scores "
+               "above 0.5 on one class and below on the other, and its overall accuracy stays at chance.", ""]
+        md += _by_question_table(trained_scores, untrained_scores or {}, positions)
     if families:
         md += ["", "## Other task families (eval splits)", "", "| metric | trained | untrained |", "|---|---|---|"]
         cp, cpu = families["context_prediction"], (families_untrained or {}).get("context_prediction", {})

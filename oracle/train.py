@@ -3,6 +3,7 @@ placeholder tokens of the oracle prompt. Resumable, logged, evaluated on held-ou
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -52,6 +53,8 @@ class TrainConfig:
                                         '{"context_prediction":0.4,"classification":0.4,"latentqa":0.2}'})
     open_class_frac: float = _opt(0.5, "share of classification examples asking the open question (\"Which tense is "
                                        "this sentence in?\", answered with the class name) instead of a yes/no one")
+    negated_question_frac: float = _opt(0.25, "share of the yes/no classification questions that are negated (\"Is this "
+                                              "review not positive?\"), as half the engels held-out questions are")
     steps: Optional[int] = _opt(None, "optimizer steps (default: one pass over the examples)", int)
     batch_size: int = _opt(16, "examples per optimizer step")
     lr: float = _opt(5e-4, "peak learning rate (linear warm-up, then cosine to 10%%)")
@@ -64,7 +67,7 @@ class TrainConfig:
     coef: float = _opt(1.0, "injection coefficient: h + coef * |h| * v/|v|")
     placeholder: str = _opt(" ?", "placeholder token of the oracle prompt (must be one token)")
     activations: str = _opt("store", "store (captured once into HDF5, resumable) or on_the_fly")
-    store_dir: Optional[str] = _opt(None, "where the HDF5 activation cache goes (default: runs/acts-<out name>)", str)
+    store_dir: Optional[str] = _opt(None, "where the HDF5 activation cache goes (default: runs/acts-<out name>-<hash of the task mix>)", str)
     max_context_tokens: int = _opt(64, "longest source context, in tokens")
     eval_every: int = _opt(200, "steps between held-out checks")
     eval_examples: int = _opt(64, "examples per held-out check")
@@ -91,6 +94,8 @@ class TrainConfig:
             raise InputError("--steps must be at least 1")
         if not 0.0 <= self.open_class_frac <= 1.0:
             raise InputError(f"--open-class-frac {self.open_class_frac} must be a share between 0 and 1")
+        if not 0.0 <= self.negated_question_frac <= 1.0:
+            raise InputError(f"--negated-question-frac {self.negated_question_frac} must be a share between 0 and 1")
         if not 0 < self.lr < 1:
             raise InputError(f"--lr {self.lr} is not a sensible learning rate (try 5e-4)")
         bad = sorted(set(self.mix) - set(FAMILIES))
@@ -105,9 +110,33 @@ class TrainConfig:
         return self.steps if self.steps is not None else max(1, math.ceil(self.n_examples / self.batch_size))
 
     @property
+    def examples_key(self) -> str:
+        """A short hash of the fields that decide which examples are built: two runs share an example list or
+        an activation cache only if they agree on all of them (a resumed run does).
+
+        Example:
+            >>> TrainConfig(out="a/oracle").examples_key == TrainConfig(out="b/oracle").examples_key
+            True
+            >>> TrainConfig(out="a/oracle").examples_key == TrainConfig(out="a/oracle", open_class_frac=0).examples_key
+            False
+        """
+        fields = {k: getattr(self, k) for k in ("model", "n_examples", "mix", "open_class_frac", "negated_question_frac",
+                                                "max_context_tokens", "seed", "onpolicy", "onpolicy_chats")}
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
+
+    @property
     def store_path(self) -> Path:
-        """Where target activations are cached (outside the checkpoint folder: it can be large)."""
-        return Path(self.store_dir) if self.store_dir else Path("runs") / f"acts-{Path(self.out).name}"
+        """Where target activations are cached (outside the checkpoint folder: it can be large); the default name
+        carries :attr:`examples_key`, so a run with another task mix never reads this one's cache."""
+        return Path(self.store_dir) if self.store_dir else Path("runs") / f"acts-{Path(self.out).name}-{self.examples_key}"
+
+    @property
+    def examples_path(self) -> Path:
+        """The example list of the run: ``--examples-file``, else a JSONL beside the activation cache, named by
+        :attr:`examples_key` (built once, reused when the run resumes)."""
+        if self.examples_file:
+            return Path(self.examples_file)
+        return self.store_path.parent / f"examples-{Path(self.out).name}-{self.examples_key}.jsonl"
 
 
 def use_bf16(config: TrainConfig, device: torch.device) -> bool:
@@ -142,7 +171,8 @@ def build_examples(config: TrainConfig, lm: LoadedModel, split: str = "train", n
         chats = generate_onpolicy_chats(lm, prompts, cache, batch_size=64 if lm.device.type == "cuda" else 16)
     return build_training_mix(lm.tokenizer, lm.n_layers, n or config.n_examples, seed if seed is not None else config.seed,
                               data_dir=config.data_dir, weights=dict(config.mix), onpolicy_chats=chats, split=split,
-                              options={"classification": {"open_frac": config.open_class_frac}})
+                              options={"classification": {"open_frac": config.open_class_frac,
+                                                                "negated_frac": config.negated_question_frac}})
 
 
 def capture_example_store(lm: LoadedModel, examples: Sequence[OracleExample], path: Path, batch_size: int = 32,
@@ -368,10 +398,10 @@ def train_oracle(
     if lm is None:
         lm = load_model(config.model, device=config.device)
     if examples is None:
-        ex_file = Path(config.examples_file) if config.examples_file else \
-            config.store_path.parent / f"examples-{Path(config.out).name}.jsonl"
+        ex_file = config.examples_path
         if ex_file.exists():
             examples = load_examples(ex_file)
+            log.info("reusing the %d examples in %s", len(examples), ex_file)
         else:
             examples = build_examples(config, lm)
             save_examples(examples, ex_file)

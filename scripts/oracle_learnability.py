@@ -16,6 +16,7 @@ defaults: all-linear, r 16):
     python scripts/oracle_learnability.py --dataset gmt/cities --question "Is this statement true?" --yes-class true
     python scripts/oracle_learnability.py --dataset tense --question ''   # the training questions (no memorize check)
     python scripts/oracle_learnability.py --dataset tense --question '' --open-frac 0.5   # half ask "Which tense...?"
+    python scripts/oracle_learnability.py --dataset tense --question '' --open-frac 0.5 --negated-frac 0.5   # and negations
 
 With ``--question ''`` every example keeps the question ``ao train`` would ask (paraphrases, half about another
 class), and the probe baseline answers with its probability of the class the question names.
@@ -43,12 +44,13 @@ from oracle.train import TrainConfig, _LoraModel, oracle_loss  # noqa: E402
 
 
 def labelled_set(lm, dataset: str, n: int, seed: int, split: str, question: str, yes_class: str, layer: int,
-                 open_frac: float = 0.0):
+                 open_frac: float = 0.0, negated_frac: float = 0.0):
     """``n`` examples of ``dataset`` (last token), all asked ``question``; answer Yes iff the text's class is
     ``yes_class``. An empty ``question`` keeps the training questions (paraphrases; half ask about another class).
-    ``open_frac``: that share asks the open question instead (answered with the class name)."""
+    ``open_frac``: that share asks the open question instead (answered with the class name); ``negated_frac``:
+    that share of the yes/no questions is negated (with the training questions only)."""
     exs = build_classification(lm.tokenizer, lm.n_layers, n, seed, datasets=[dataset], split=split, position="last",
-                               open_frac=open_frac)
+                               open_frac=open_frac, negated_frac=negated_frac)
     for e in exs:
         e.layer = layer
         if question and not e.meta.get("open"):
@@ -88,7 +90,7 @@ def scores(p: list[float], exs) -> tuple[float, float]:
 
 def probe_scores(train_vecs, train_exs, eval_vecs, eval_exs) -> tuple[float, float]:
     """A logistic probe for the text's class; its P(Yes) is its probability of the class the question asks about
-    (with one fixed question, the yes class)."""
+    (with one fixed question, the yes class), or one minus that for a negated question."""
     from sklearn.linear_model import LogisticRegression
 
     X = torch.cat(train_vecs).float().numpy()
@@ -99,6 +101,7 @@ def probe_scores(train_vecs, train_exs, eval_vecs, eval_exs) -> tuple[float, flo
     proba = clf.predict_proba(torch.cat(eval_vecs).float().numpy())
     col = {c: i for i, c in enumerate(clf.classes_)}
     p = [row[col[e.meta["asked"]]] if e.meta["asked"] in col else 0.0 for row, e in zip(proba, eval_exs)]
+    p = [1.0 - pi if e.meta.get("negated") else pi for pi, e in zip(p, eval_exs)]
     return scores(p, eval_exs)
 
 
@@ -120,8 +123,13 @@ def main(argv=None) -> int:
     ap.add_argument("--open-frac", type=float, default=0.0,
                     help="share of training examples that ask the group's open question instead (\"Which tense is this "
                          "sentence in?\", answered with the class name); its eval accuracy is reported too")
+    ap.add_argument("--negated-frac", type=float, default=0.0,
+                    help="share of the yes/no questions that are negated (\"Is this sentence not in the past tense?\"); "
+                         "needs --question ''; their eval AUROC is reported too")
     ap.add_argument("--out", default="runs/learnability", help="folder for results.json and curve.png")
     args = ap.parse_args(argv)
+    if args.negated_frac and args.question:
+        ap.error("--negated-frac needs --question '' (the training questions)")
     torch.manual_seed(args.seed)
     lm = load_model(args.model)
     layer = int(args.layer) if args.layer is not None else source_layers(lm.n_layers)[1]
@@ -129,8 +137,10 @@ def main(argv=None) -> int:
     if args.question:
         mem_exs, mem_vecs = labelled_set(lm, args.dataset, args.memorize, args.seed, "train", **mk)
     tr_exs, tr_vecs = labelled_set(lm, args.dataset, args.steps * args.batch_size, args.seed + 1, "train",
-                                   open_frac=args.open_frac, **mk)
-    ev_exs, ev_vecs = labelled_set(lm, args.dataset, args.eval_n, args.seed + 2, "eval", **mk)
+                                   open_frac=args.open_frac, negated_frac=args.negated_frac, **mk)
+    ev_exs, ev_vecs = labelled_set(lm, args.dataset, args.eval_n, args.seed + 2, "eval", negated_frac=args.negated_frac,
+                                   **mk)
+    negated = [i for i, e in enumerate(ev_exs) if e.meta.get("negated")]
     print(f"{args.dataset}, question {args.question!r}, layer {layer}: {len(tr_exs)} training and {len(ev_exs)} eval "
           f"examples ({sum(e.answer == 'Yes' for e in ev_exs)} Yes)")
 
@@ -174,8 +184,11 @@ def main(argv=None) -> int:
     params = [p for p in lm.model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr)
     rows = []
-    acc, auc = scores(p_yes(lm, ev_exs, ev_vecs), ev_exs)
+    p_ev = p_yes(lm, ev_exs, ev_vecs)
+    acc, auc = scores(p_ev, ev_exs)
     rows.append({"labels": 0, "oracle_acc": acc, "oracle_auroc": auc, "probe_acc": 0.5, "probe_auroc": 0.5})
+    if negated:
+        rows[-1]["negated_auroc"] = scores([p_ev[i] for i in negated], [ev_exs[i] for i in negated])[1]
     if args.open_frac:
         rows[-1]["open_acc"] = open_accuracy(lm, ev_exs, ev_vecs)
     t0 = time.perf_counter()
@@ -189,14 +202,18 @@ def main(argv=None) -> int:
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         if step % args.eval_every == 0 or step == args.steps:
-            acc, auc = scores(p_yes(lm, ev_exs, ev_vecs), ev_exs)
+            p_ev = p_yes(lm, ev_exs, ev_vecs)
+            acc, auc = scores(p_ev, ev_exs)
             pacc, pauc = probe_scores(tr_vecs[:hi], tr_exs[:hi], ev_vecs, ev_exs)
             rows.append({"labels": hi, "oracle_acc": acc, "oracle_auroc": auc, "probe_acc": pacc, "probe_auroc": pauc,
                          "seconds": round(time.perf_counter() - t0, 1)})
             extra = ""
+            if negated:
+                rows[-1]["negated_auroc"] = scores([p_ev[i] for i in negated], [ev_exs[i] for i in negated])[1]
+                extra += f" | negated questions: AUROC {rows[-1]['negated_auroc']:.3f}"
             if args.open_frac:
                 rows[-1]["open_acc"] = open_accuracy(lm, ev_exs, ev_vecs)
-                extra = f" | open question: says the class {rows[-1]['open_acc']:.3f}"
+                extra += f" | open question: says the class {rows[-1]['open_acc']:.3f}"
             print(f"  {hi:5d} labels: oracle acc {acc:.3f} AUROC {auc:.3f} | probe acc {pacc:.3f} AUROC {pauc:.3f}"
                   + extra, flush=True)
     for n in (8, 32):
@@ -226,13 +243,18 @@ def _plot(rows: list, path: Path, args) -> None:
     if opened:
         ax.plot([r["labels"] for r in opened], [r["open_acc"] for r in opened], "^:",
                 label="oracle names the class (open question): accuracy")
+    neg = [r for r in oracle if "negated_auroc" in r]
+    if neg:
+        ax.plot([r["labels"] for r in neg], [r["negated_auroc"] for r in neg], "v-.",
+                label="oracle AUROC, negated questions only")
     ax.axhline(0.5, color="grey", lw=0.8)
     ax.set_xscale("symlog", linthresh=8)
     ax.set_xlim(0, 1.3 * max(r["labels"] for r in probe))
     ax.set_xlabel("training labels seen")
     ax.set_ylabel("eval AUROC" + (" / accuracy" if opened else ""))
     ax.set_title(f"{args.dataset}: {args.question or 'its training questions'}"
-                 + (f", {args.open_frac:.0%} open questions" if args.open_frac else ""), fontsize=9)
+                 + (f", {args.open_frac:.0%} open questions" if args.open_frac else "")
+                 + (f", {args.negated_frac:.0%} of yes/no negated" if args.negated_frac else ""), fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 from hooks.capture import pad_batch, position_ids_from_mask  # noqa: E402
 from hooks.models import load_model  # noqa: E402
 from oracle.api import yes_no_token_ids  # noqa: E402
-from oracle.evaluate import p_yes_scores  # noqa: E402
+from oracle.evaluate import p_yes_scores, scores_by_asked  # noqa: E402
 from oracle.prompt import render_user_turn  # noqa: E402
 from oracle.tasks.base import tokenize_text  # noqa: E402
 from oracle.tasks.classification import (TRAIN_GROUPS, build_classification, build_heldout_classification,  # noqa: E402
@@ -63,8 +63,10 @@ def main(argv=None) -> int:
     for name in heldout_dataset_names(args.data_dir):
         exs = build_heldout_classification(lm.tokenizer, lm.n_layers, name, n=args.n, seed=0, data_dir=args.data_dir,
                                            position="last")
-        rows[name] = {"split": "held-out", **p_yes_scores(text_p_yes(lm, exs), [e.answer == "Yes" for e in exs])}
-        print(f"{name:45s} acc {rows[name]['accuracy']:.3f} AUROC {rows[name]['auroc']:.3f}", flush=True)
+        rows[name] = {"split": "held-out", **scores_by_asked(text_p_yes(lm, exs), exs)}
+        per_q = "  ".join(f"{a} {v['auroc']:.3f}" for a, v in rows[name]["by_asked"].items())
+        print(f"{name:45s} acc {rows[name]['accuracy']:.3f} AUROC {rows[name]['auroc']:.3f}  per question: {per_q}",
+              flush=True)
     for g in TRAIN_GROUPS:
         exs = build_classification(lm.tokenizer, lm.n_layers, args.families_n, 0, args.data_dir, "eval",
                                    datasets=[g], position="last")
@@ -82,6 +84,11 @@ def main(argv=None) -> int:
     lines += [f"| {k} | {r['split']} | {r['accuracy']:.3f} | {r['auroc']:.3f} | {r['mean_p_yes']:.3f} |"
               for k, r in rows.items()]
     lines.append(f"| **held-out mean** | | **{mean_acc:.3f}** | | |")
+    lines += ["", "Held-out sets per question class (the answer is Yes exactly for the texts of the class named, or "
+              "for a `not_` class, of the other): AUROC / accuracy", "",
+              "| set | question names | AUROC | accuracy |", "|---|---|---:|---:|"]
+    lines += [f"| {k} | {a} | {v['auroc']:.3f} | {v['accuracy']:.3f} |"
+              for k, r in rows.items() for a, v in r.get("by_asked", {}).items()]
     (out / "results.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {out / 'results.json'} and {out / 'results.md'}")
     return 0

@@ -176,6 +176,20 @@ def test_crash_and_resume_gives_the_same_adapter(tmp_path):
     assert not (tmp_path / "crash" / "train_state").exists()
 
 
+def test_runs_with_another_task_mix_never_share_examples_or_activations():
+    # regression: the cached example list was named by the out folder's name alone, so a run in runs/b/oracle
+    # silently trained on the examples another mix had built for runs/a/oracle
+    from oracle.train import TrainConfig
+
+    a = TrainConfig(out="runs/a/oracle")
+    for other in (TrainConfig(out="runs/b/oracle", open_class_frac=0), TrainConfig(out="runs/a/oracle", seed=1),
+                  TrainConfig(out="runs/a/oracle", negated_question_frac=0), TrainConfig(out="runs/a/oracle", n_examples=7)):
+        assert other.examples_path != a.examples_path and other.store_path != a.store_path
+    same = TrainConfig(out="runs/a/oracle", lr=5e-4, steps=3, eval_every=7)   # e.g. a resumed or retuned run
+    assert same.examples_path == a.examples_path and same.store_path == a.store_path
+    assert TrainConfig(out="runs/a/oracle", examples_file="ex.jsonl").examples_path.name == "ex.jsonl"
+
+
 def test_config_validation_is_one_line():
     from oracle.train import TrainConfig
 
@@ -189,6 +203,8 @@ def test_config_validation_is_one_line():
         TrainConfig(mix={"classification": 0})
     with pytest.raises(InputError, match="--open-class-frac"):
         TrainConfig(open_class_frac=-0.1)
+    with pytest.raises(InputError, match="--negated-question-frac"):
+        TrainConfig(negated_question_frac=2)
 
 
 def test_ao_train_and_eval_reject_bad_arguments_in_one_line(tmp_path, capsys):
@@ -259,10 +275,24 @@ def test_oracle_card_for_another_base_model_is_refused(tmp_path):
         Oracle.load(dst, lm=tiny_loaded("llama"))
 
 
+def test_scores_by_asked_separates_a_question_and_its_negation():
+    from oracle.evaluate import scores_by_asked
+    from oracle.tasks.base import OracleExample
+
+    # P(Yes) follows the feature and ignores "not": right on "x", wrong on "not_x", chance overall
+    exs = [OracleExample("classification", [1], [0], 0, "q", a, meta={"asked": k})
+           for a, k in [("Yes", "x"), ("No", "x"), ("Yes", "not_x"), ("No", "not_x")]]
+    sc = scores_by_asked([0.9, 0.1, 0.4, 0.6], exs)
+    assert sc["accuracy"] == 0.5 and sc["n"] == 4
+    assert sc["by_asked"]["x"]["accuracy"] == 1.0 and sc["by_asked"]["x"]["auroc"] == 1.0
+    assert sc["by_asked"]["not_x"]["accuracy"] == 0.0 and sc["by_asked"]["not_x"]["auroc"] == 0.0
+
+
 @pytest.mark.slow
 def test_eval_report_scores_agree_with_the_api_and_list_training_groups(shipped, tmp_path):
     from oracle.api import Query
-    from oracle.evaluate import evaluate_training_groups, example_vectors, write_report, yes_no_scores
+    from oracle.evaluate import (evaluate_heldout_scores, evaluate_training_groups, example_vectors,
+                                 heldout_accuracies, write_report, yes_no_scores)
     from oracle.tasks.classification import build_classification
 
     exs = build_classification(shipped.lm.tokenizer, shipped.lm.n_layers, 12, 0, split="eval", datasets=["tense"],
@@ -276,9 +306,17 @@ def test_eval_report_scores_agree_with_the_api_and_list_training_groups(shipped,
     fam = {"context_prediction": {"exact_match": 0.0, "first_word_match": 0.0},
            "classification_eval_split": evaluate_training_groups(shipped, n=4)}
     assert set(fam["classification_eval_split"]) == {"gmt", "relations", "sst2", "tense"}
-    heldout = {"singular_plural": {"last": 0.5}}
-    md, png = write_report(heldout, heldout, tmp_path, families=fam, families_untrained=fam)
+    scores = evaluate_heldout_scores(shipped, n=8, positions=["last"], datasets=["engels/139_news_class_Politics"])
+    sc = scores["engels/139_news_class_Politics"]["last"]
+    assert set(sc["by_asked"]) == {"politics", "not_politics"}
+    assert [v["n"] for v in sc["by_asked"].values()] == [4, 4]
+    assert sc["accuracy"] == pytest.approx(sum(v["accuracy"] for v in sc["by_asked"].values()) / 2)
+    heldout = heldout_accuracies(scores)
+    assert heldout == {"engels/139_news_class_Politics": {"last": sc["accuracy"]}}
+    md, png = write_report(heldout, heldout, tmp_path, families=fam, families_untrained=fam,
+                           trained_scores=scores, untrained_scores=scores)
     text = md.read_text()
     assert "classification `tense` (training group, eval split)" in text and png.is_file()
+    assert "| engels/139_news_class_Politics | last | not_politics |" in text
     md, png = write_report({}, {}, tmp_path / "families_only", families=fam, families_untrained=fam)  # ao eval --n 0
     assert png is None and "Held-out classification" not in md.read_text() and "`gmt`" in md.read_text()

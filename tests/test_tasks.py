@@ -15,7 +15,7 @@ from oracle.tasks import (NO, YES, OracleExample, build_classification, build_co
                           summarize)
 from oracle.tasks import onpolicy as onpolicy_mod
 from oracle.tasks.base import allocate, balanced_bools, make_rng, tokenize_chat
-from oracle.tasks.classification import OPEN_QUESTIONS
+from oracle.tasks.classification import NEGATED_QUESTIONS, OPEN_QUESTIONS
 
 N_LAYERS = 30
 DEPTHS = [7, 15, 22]
@@ -169,6 +169,26 @@ def test_classification_open_questions(tok):
     assert {e.answer for e in opens if e.dataset == "tense"} <= {"Past", "Present", "Future"}
     with pytest.raises(InputError, match="open_frac"):
         build_classification(tok, N_LAYERS, 4, seed=0, open_frac=1.5)
+
+
+def test_classification_negated_questions(tok):
+    plain = build_classification(tok, N_LAYERS, 80, seed=3)
+    assert _dicts(build_classification(tok, N_LAYERS, 80, seed=3, negated_frac=0.0)) == _dicts(plain)
+    mixed = build_classification(tok, N_LAYERS, 80, seed=3, open_frac=0.5, negated_frac=0.5)
+    yes_no = [e for e in mixed if not e.meta.get("open")]
+    negated = [e for e in yes_no if e.meta["negated"]]
+    assert len(yes_no) == 40 and len(negated) == 20
+    assert set(Counter(e.answer for e in negated)) == {YES, NO}
+    for e in yes_no:
+        group = e.dataset.split("/")[0]
+        templates = NEGATED_QUESTIONS[group] if e.meta["negated"] else ()
+        assert (e.question[len("Answer with 'Yes' or 'No' only. "):] in {t.format(e.meta["asked"]) for t in templates}
+                ) == e.meta["negated"]
+        # affirmative: Yes iff the text is of the class asked about; negated: Yes iff it is not
+        assert (e.answer == YES) == ((e.meta["class"] == e.meta["asked"]) != e.meta["negated"])
+    assert {e.dataset.split("/")[0] for e in negated} == {"gmt", "relations", "sst2", "tense"}
+    with pytest.raises(InputError, match="negated_frac"):
+        build_classification(tok, N_LAYERS, 4, seed=0, negated_frac=-0.5)
 
 
 @pytest.mark.parametrize("name", ["singular_plural", "engels", "engels/59_wikidata_occupation_isjournalist",

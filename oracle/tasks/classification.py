@@ -8,7 +8,9 @@ Where the data has a natural negative (gmt true/false statements, relations with
 the question is fixed and the text decides the answer; elsewhere (sst2, tense, held-out sets) half
 the questions ask about a wrong label ("Is this sentence in the past tense?" for a future one).
 Optionally (``open_frac``) a share of the examples asks an open question instead ("Which tense is this
-sentence in?"), answered with the class name.
+sentence in?"), answered with the class name, and (``negated_frac``) a share of the yes/no questions is
+negated ("Is this sentence not in the past tense?", "Is this statement false?"), answered Yes when the text
+is *not* of the class named.
 
 The context is the plain text (no chat template); the positions are one of the last 3 tokens or a
 window ending at the last token.
@@ -55,6 +57,19 @@ OPEN_QUESTIONS = {
     "sst2": "Is this review positive or negative? Answer with one word.",
     "tense": "Which tense is this sentence in? Answer with one word.",
 }
+
+#: Negated yes/no questions per training group (``{}``: the class asked about). question.json has none for
+#: the training groups, yet half the engels held-out questions are negations ("Is this person not a
+#: journalist?"): an oracle that reads the feature but ignores "not" scores exactly chance on those sets.
+NEGATED_QUESTIONS = {
+    "gmt": ("Is this statement false?", "Is this statement not true?", "Would you say this is incorrect?",
+            "Is this claim untrue?", "Does this statement get the facts wrong?"),
+    "sst2": ("Is this review not {}?", "Is the sentiment of this review something other than {}?",
+             "Would you say this review is not {}?", "Is this review anything but {}?"),
+    "tense": ("Is this sentence not in the {} tense?", "Is the tense of this sentence something other than {}?",
+              "Would you say this is not written in the {} tense?", "Is this sentence in a tense other than {}?"),
+}
+NEGATED_QUESTIONS["relations"] = NEGATED_QUESTIONS["gmt"]
 
 
 # ---------------------------------------------------------------- loading
@@ -154,24 +169,28 @@ def _resolve_train_datasets(datasets: Optional[Sequence[str]], data_dir) -> dict
 # ---------------------------------------------------------------- per-dataset question makers
 
 Sample = tuple[str, str, str, str]   # (text, question, class of the text, class the question asks about)
+Sampler = Callable[[random.Random, bool, bool], Sample]   # (rng, want_yes, negated) -> Sample
 
 
 class _EmptySplit(InputError):
     """A training dataset has no rows in the requested split."""
 
 
-def _make_sampler(root: str, name: str, split: str) -> Callable[[random.Random, bool], Sample]:
-    """A function ``(rng, want_yes) -> (text, question, class)`` for one training dataset and split."""
+def _make_sampler(root: str, name: str, split: str) -> Sampler:
+    """A function ``(rng, want_yes, negated) -> (text, question, class, asked)`` for one training dataset and
+    split. A negated question about ``asked`` is answered Yes when the text's class is not ``asked``; with
+    ``negated=False`` the random draws are exactly those of the affirmative-only mix."""
     q = _questions(root)
+    neg = NEGATED_QUESTIONS[name.split("/", 1)[0]]
     if name.startswith("gmt/"):
         rows = [r for r in _gmt_rows(root, name[4:]) if split_of(r[0], salt="gmt") == split]
         by_label = {1: [r for r in rows if r[1] == 1], 0: [r for r in rows if r[1] == 0]}
         if not by_label[0] or not by_label[1]:
             raise _EmptySplit(f"classification/{name} has no true or no false statements in split {split!r}")
 
-        def gmt(rng: random.Random, want_yes: bool) -> Sample:
-            text, label = rng.choice(by_label[1 if want_yes else 0])
-            return text, rng.choice(q["geometry_of_truth"]), "true" if label else "false", "true"
+        def gmt(rng: random.Random, want_yes: bool, negated: bool = False) -> Sample:
+            text, label = rng.choice(by_label[1 if want_yes != negated else 0])
+            return text, rng.choice(neg if negated else q["geometry_of_truth"]), "true" if label else "false", "true"
         return gmt
     if name.startswith("relations/"):
         templates, samples = _relation(root, name[len("relations/"):])
@@ -180,28 +199,29 @@ def _make_sampler(root: str, name: str, split: str) -> Callable[[random.Random, 
         if not mine or len(objects) < 2:
             raise _EmptySplit(f"classification/{name} has too few samples for split {split!r}")
 
-        def relation(rng: random.Random, want_yes: bool) -> Sample:
+        def relation(rng: random.Random, want_yes: bool, negated: bool = False) -> Sample:
+            true = want_yes != negated
             subject, obj = rng.choice(mine)
-            if not want_yes:
+            if not true:
                 obj = rng.choice([o for o in objects if o != obj])
             text = rng.choice(templates).format(subject) + f" {obj}."
-            return text, rng.choice(q["relations"]), "true" if want_yes else "false", "true"
+            return text, rng.choice(neg if negated else q["relations"]), "true" if true else "false", "true"
         return relation
     if name == "sst2":
         rows = _sst2_rows(root, "train" if split == "train" else "dev")
 
-        def sst2(rng: random.Random, want_yes: bool) -> Sample:
+        def sst2(rng: random.Random, want_yes: bool, negated: bool = False) -> Sample:
             text, label = rng.choice(rows)
-            asked = label if want_yes else ("negative" if label == "positive" else "positive")
-            return text, rng.choice(q["sst2"][asked]), label, asked
+            asked = label if want_yes != negated else ("negative" if label == "positive" else "positive")
+            return text, rng.choice(neg).format(asked) if negated else rng.choice(q["sst2"][asked]), label, asked
         return sst2
     if name == "tense":
         rows = [r for r in _tense_rows(root) if split_of(r[0], salt="tense") == split]
 
-        def tense(rng: random.Random, want_yes: bool) -> Sample:
+        def tense(rng: random.Random, want_yes: bool, negated: bool = False) -> Sample:
             text, label = rng.choice(rows)
-            asked = label if want_yes else rng.choice([t for t in TENSES if t != label])
-            return text, rng.choice(q["tense"]).format(asked), label, asked
+            asked = label if want_yes != negated else rng.choice([t for t in TENSES if t != label])
+            return text, rng.choice(neg if negated else q["tense"]).format(asked), label, asked
         return tense
     raise InputError(f"unknown classification dataset {name!r}: use a name from classification_dataset_names()")
 
@@ -246,12 +266,14 @@ def build_classification(
     position: str = "mixed",
     max_window: int = 20,
     open_frac: float = 0.0,
+    negated_frac: float = 0.0,
 ) -> list[OracleExample]:
     """``n`` balanced yes/no examples over the training groups (equal weight per group by default,
     uniform over the files of a group). ``datasets``: groups or names to restrict to; naming a held-out
     set (``singular_plural``, ``engels/...``) raises InputError. The eval split holds texts hashed out
     of training (SST-2: its dev file). ``open_frac``: the share of examples that ask the group's open
-    question (:data:`OPEN_QUESTIONS`) instead, answered with the text's class name.
+    question (:data:`OPEN_QUESTIONS`) instead, answered with the text's class name. ``negated_frac``: the share
+    of the yes/no examples whose question is negated (:data:`NEGATED_QUESTIONS`; meta ``negated=True``).
 
     Example:
         >>> ex = build_classification(tok, 30, n=1, seed=0)[0]                       # doctest: +SKIP
@@ -261,6 +283,8 @@ def build_classification(
     n, split = check_n(n), check_split(split)
     if not 0.0 <= float(open_frac) <= 1.0:
         raise InputError(f"open_frac {open_frac} must be a share between 0 and 1")
+    if not 0.0 <= float(negated_frac) <= 1.0:
+        raise InputError(f"negated_frac {negated_frac} must be a share between 0 and 1")
     root = str(resolve_data_dir(data_dir))
     groups = _resolve_train_datasets(datasets, root)
     if group_weights is None:
@@ -270,7 +294,7 @@ def build_classification(
     if sum(weights.values()) <= 0:
         raise InputError(f"group_weights {group_weights} give no weight to the chosen groups {sorted(groups)}")
     rng = make_rng(seed, f"{FAMILY}:{split}")
-    samplers: dict[str, Callable] = {}
+    samplers: dict[str, Sampler] = {}
     plan: list[str] = []
     for group, count in (allocate(n, weights) if n else {}).items():
         if count == 0:
@@ -287,17 +311,20 @@ def build_classification(
     answers = balanced_bools(rng, len(plan))
     # drawn only when asked for, so that open_frac=0 builds exactly the yes/no-only mix
     is_open = set(rng.sample(range(len(plan)), round(open_frac * len(plan)))) if open_frac > 0 else set()
+    yes_no = [i for i in range(len(plan)) if i not in is_open]
+    is_negated = set(rng.sample(yes_no, round(negated_frac * len(yes_no)))) if negated_frac > 0 else set()
     out: list[OracleExample] = []
     for i, (name, want_yes) in enumerate(zip(plan, answers)):
         for _ in range(100):
-            text, question, cls, asked = samplers[name](rng, want_yes)
+            text, question, cls, asked = samplers[name](rng, want_yes, i in is_negated)
             ids = tokenize_text(tokenizer, text)
             if 0 < len(ids) <= max_context_tokens:
                 break
         else:
             raise InputError(f"classification/{name} has no texts within {max_context_tokens} tokens: "
                              f"raise max_context_tokens")
-        meta = {"split": split, "label": int(want_yes), "class": cls, "asked": asked, "text": text}
+        meta = {"split": split, "label": int(want_yes), "class": cls, "asked": asked, "text": text,
+                "negated": i in is_negated}
         if i in is_open:
             question, answer = OPEN_QUESTIONS[name.split("/", 1)[0]], cls.capitalize()
             meta.update(open=True, label=None, asked=None)
@@ -417,7 +444,8 @@ def build_heldout_classification(
         out.append(OracleExample(
             family=FAMILY, context_ids=ids, positions=choose_positions(rng, len(ids), position), layer=-1,
             question=YES_NO_PREFIX + rng.choice(questions[asked]), answer=YES if want_yes else NO, dataset=dataset,
-            meta={"split": "heldout", "label": int(want_yes), "class": classes[c], "text": text, "position": position},
+            meta={"split": "heldout", "label": int(want_yes), "class": classes[c], "asked": classes[asked], "text": text,
+                  "position": position},
         ))
     rng.shuffle(out)
     if layers is None:
