@@ -184,13 +184,19 @@ def main(argv=None) -> int:
     params = [p for p in lm.model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr)
     rows = []
+    def extra_scores(p_ev: list[float]) -> dict:
+        """AUROC on the negated eval questions alone, and how often the oracle names the class, where asked for."""
+        out = {}
+        if negated:
+            out["negated_auroc"] = scores([p_ev[i] for i in negated], [ev_exs[i] for i in negated])[1]
+        if args.open_frac:
+            out["open_acc"] = open_accuracy(lm, ev_exs, ev_vecs)
+        return out
+
     p_ev = p_yes(lm, ev_exs, ev_vecs)
     acc, auc = scores(p_ev, ev_exs)
-    rows.append({"labels": 0, "oracle_acc": acc, "oracle_auroc": auc, "probe_acc": 0.5, "probe_auroc": 0.5})
-    if negated:
-        rows[-1]["negated_auroc"] = scores([p_ev[i] for i in negated], [ev_exs[i] for i in negated])[1]
-    if args.open_frac:
-        rows[-1]["open_acc"] = open_accuracy(lm, ev_exs, ev_vecs)
+    rows.append({"labels": 0, "oracle_acc": acc, "oracle_auroc": auc, "probe_acc": 0.5, "probe_auroc": 0.5,
+                 **extra_scores(p_ev)})
     t0 = time.perf_counter()
     for step in range(1, args.steps + 1):
         lo, hi = (step - 1) * args.batch_size, step * args.batch_size
@@ -206,14 +212,10 @@ def main(argv=None) -> int:
             acc, auc = scores(p_ev, ev_exs)
             pacc, pauc = probe_scores(tr_vecs[:hi], tr_exs[:hi], ev_vecs, ev_exs)
             rows.append({"labels": hi, "oracle_acc": acc, "oracle_auroc": auc, "probe_acc": pacc, "probe_auroc": pauc,
-                         "seconds": round(time.perf_counter() - t0, 1)})
-            extra = ""
-            if negated:
-                rows[-1]["negated_auroc"] = scores([p_ev[i] for i in negated], [ev_exs[i] for i in negated])[1]
-                extra += f" | negated questions: AUROC {rows[-1]['negated_auroc']:.3f}"
-            if args.open_frac:
-                rows[-1]["open_acc"] = open_accuracy(lm, ev_exs, ev_vecs)
-                extra += f" | open question: says the class {rows[-1]['open_acc']:.3f}"
+                         "seconds": round(time.perf_counter() - t0, 1), **extra_scores(p_ev)})
+            extra = "".join(f" | {label} {rows[-1][k]:.3f}" for k, label in
+                            (("negated_auroc", "negated questions: AUROC"), ("open_acc", "open question: says the class"))
+                            if k in rows[-1])
             print(f"  {hi:5d} labels: oracle acc {acc:.3f} AUROC {auc:.3f} | probe acc {pacc:.3f} AUROC {pauc:.3f}"
                   + extra, flush=True)
     for n in (8, 32):

@@ -188,7 +188,7 @@ def _make_sampler(root: str, name: str, split: str) -> Sampler:
         if not by_label[0] or not by_label[1]:
             raise _EmptySplit(f"classification/{name} has no true or no false statements in split {split!r}")
 
-        def gmt(rng: random.Random, want_yes: bool, negated: bool = False) -> Sample:
+        def gmt(rng: random.Random, want_yes: bool, negated: bool) -> Sample:
             text, label = rng.choice(by_label[1 if want_yes != negated else 0])
             return text, rng.choice(neg if negated else q["geometry_of_truth"]), "true" if label else "false", "true"
         return gmt
@@ -199,7 +199,7 @@ def _make_sampler(root: str, name: str, split: str) -> Sampler:
         if not mine or len(objects) < 2:
             raise _EmptySplit(f"classification/{name} has too few samples for split {split!r}")
 
-        def relation(rng: random.Random, want_yes: bool, negated: bool = False) -> Sample:
+        def relation(rng: random.Random, want_yes: bool, negated: bool) -> Sample:
             true = want_yes != negated
             subject, obj = rng.choice(mine)
             if not true:
@@ -210,7 +210,7 @@ def _make_sampler(root: str, name: str, split: str) -> Sampler:
     if name == "sst2":
         rows = _sst2_rows(root, "train" if split == "train" else "dev")
 
-        def sst2(rng: random.Random, want_yes: bool, negated: bool = False) -> Sample:
+        def sst2(rng: random.Random, want_yes: bool, negated: bool) -> Sample:
             text, label = rng.choice(rows)
             asked = label if want_yes != negated else ("negative" if label == "positive" else "positive")
             return text, rng.choice(neg).format(asked) if negated else rng.choice(q["sst2"][asked]), label, asked
@@ -218,7 +218,7 @@ def _make_sampler(root: str, name: str, split: str) -> Sampler:
     if name == "tense":
         rows = [r for r in _tense_rows(root) if split_of(r[0], salt="tense") == split]
 
-        def tense(rng: random.Random, want_yes: bool, negated: bool = False) -> Sample:
+        def tense(rng: random.Random, want_yes: bool, negated: bool) -> Sample:
             text, label = rng.choice(rows)
             asked = label if want_yes != negated else rng.choice([t for t in TENSES if t != label])
             return text, rng.choice(neg if negated else q["tense"]).format(asked), label, asked
