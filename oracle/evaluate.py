@@ -134,10 +134,12 @@ def heldout_accuracies(scores: dict) -> dict:
 
 
 def evaluate_families(oracle: Oracle, n: int = 100, seed: int = 0, data_dir=None) -> dict:
-    """Context prediction (generation), system-prompt QA (yes/no + generation) and yes/no classification per
-    training group (last token), all on the eval splits: did the oracle learn its own training tasks?"""
+    """Context prediction (generation), system-prompt QA (yes/no + generation), yes/no classification per
+    training group (last token) and topic/mention questions (WikiText-2 test articles), all on the eval splits:
+    did the oracle learn its own training tasks?"""
     from .tasks.context_prediction import build_context_prediction
     from .tasks.latentqa import build_latentqa
+    from .tasks.topics import build_topics
 
     tok, nl = oracle.lm.tokenizer, oracle.lm.n_layers
     cp = build_context_prediction(tok, nl, n, seed, data_dir=data_dir, split="eval")
@@ -150,6 +152,9 @@ def evaluate_families(oracle: Oracle, n: int = 100, seed: int = 0, data_dir=None
     if lqa_gen:
         res["latentqa_generation"] = generation_scores(oracle, lqa_gen)
     res["classification_eval_split"] = evaluate_training_groups(oracle, n, seed, data_dir)
+    topics = [e for e in build_topics(tok, nl, n, seed, data_dir=data_dir, split="eval") if not e.meta["open"]]
+    by_kind = {k: [e for e in topics if e.meta["kind"] == k] for k in ("article", "mention")}
+    res["topic_eval_split"] = {k: yes_no_scores(oracle, exs) for k, exs in by_kind.items() if exs}
     return res
 
 
@@ -225,6 +230,10 @@ def write_report(trained: dict, untrained: dict, out_dir: Path, families: Option
             g, gu = families["latentqa_generation"], (families_untrained or {}).get("latentqa_generation", {})
             md.append(f"| system-prompt QA, first word of instruction | {g['first_word_match']:.3f} | "
                       f"{gu.get('first_word_match', float('nan')):.3f} |")
+        for kind, sc in families.get("topic_eval_split", {}).items():
+            su = (families_untrained or {}).get("topic_eval_split", {}).get(kind, {})
+            md.append(f"| topic questions `{kind}` (eval split), accuracy / AUROC | {sc['accuracy']:.3f} / "
+                      f"{sc['auroc']:.3f} | {su.get('accuracy', float('nan')):.3f} / {su.get('auroc', float('nan')):.3f} |")
         for g, sc in families.get("classification_eval_split", {}).items():
             su = (families_untrained or {}).get("classification_eval_split", {}).get(g, {})
             md.append(f"| classification `{g}` (training group, eval split), accuracy / AUROC | "

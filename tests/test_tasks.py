@@ -345,3 +345,44 @@ def test_training_mix_summary_and_jsonl(tok, fake_chats, tmp_path):
         load_examples(tmp_path / "bad.jsonl")
     with pytest.raises(InputError):
         build_training_mix(tok, N_LAYERS, 10, seed=0, weights={"sae": 1.0})
+
+
+def test_topics_valid_balanced_and_checkable(tok):
+    from oracle.tasks.base import decode
+    from oracle.tasks.topics import OPEN_QUESTION, build_topics, content_words
+
+    exs = build_topics(tok, N_LAYERS, 120, seed=0, open_frac=0.2)
+    _check_common(exs, 120, "topic")
+    yes_no = [e for e in exs if not e.meta["open"]]
+    assert Counter(e.answer for e in yes_no)[YES] == Counter(e.answer for e in exs)[YES]   # open answers are titles
+    assert {e.meta["kind"] for e in exs} == {"article", "mention"}
+    assert any(e.meta["negated"] for e in yes_no) and not all(e.meta["negated"] for e in yes_no)
+    for e in exs:
+        read = decode(tok, [e.context_ids[p] for p in e.positions])
+        if e.meta["open"]:
+            assert e.question == OPEN_QUESTION and e.answer == e.meta["title"]
+        elif e.meta["kind"] == "mention":
+            # the window read is the whole context, and the answer follows the word and the negation
+            assert len(e.positions) == len(e.context_ids)
+            present = e.meta["concept"] in content_words(read.replace("<unk>", " "))
+            assert (e.answer == YES) == (present != e.meta["negated"]), (read, e.question, e.answer)
+        else:
+            names_title = e.meta["concept"] == e.meta["title"]
+            if names_title:
+                assert (e.answer == YES) != e.meta["negated"]
+        assert e.meta["concept"] in e.question or e.meta["open"]
+    assert _dicts(exs) == _dicts(build_topics(tok, N_LAYERS, 120, seed=0, open_frac=0.2))
+
+
+def test_topics_eval_split_and_bad_input(tok):
+    from oracle.tasks.topics import build_topics
+
+    train_titles = {e.meta["title"] for e in build_topics(tok, N_LAYERS, 200, 0) if e.meta["kind"] == "article"}
+    ev = build_topics(tok, N_LAYERS, 200, 0, split="eval")
+    assert {e.dataset for e in ev} <= {"wikitext2_test", "tinyshakespeare"}
+    assert not train_titles & {e.meta["title"] for e in ev if e.meta["kind"] == "article"}
+    for bad in ({"negated_frac": 1.5}, {"mention_frac": -0.1}, {"max_context_tokens": 64}):
+        with pytest.raises(InputError):
+            build_topics(tok, N_LAYERS, 4, 0, **bad)
+    mix = build_training_mix(tok, N_LAYERS, 20, seed=0, weights={"topic": 0.5, "classification": 0.5})
+    assert summarize(mix)["families"] == {"classification": 10, "topic": 10}

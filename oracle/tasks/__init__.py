@@ -10,6 +10,7 @@ from .classification import (build_classification, build_heldout_classification,
                              heldout_dataset_names)
 from .context_prediction import build_context_prediction
 from .latentqa import build_latentqa, latentqa_items
+from .topics import build_topics
 from .mix import DEFAULT_WEIGHTS, build_training_mix, summarize
 from .onpolicy import (build_onpolicy_context_prediction, default_onpolicy_prompts, generate_onpolicy_chats,
                        load_onpolicy_chats)
@@ -19,5 +20,5 @@ __all__ = [
     "split_of", "build_classification", "build_heldout_classification", "classification_dataset_names",
     "heldout_dataset_names", "build_context_prediction", "build_latentqa", "latentqa_items", "DEFAULT_WEIGHTS",
     "build_training_mix", "summarize", "build_onpolicy_context_prediction", "default_onpolicy_prompts",
-    "generate_onpolicy_chats", "load_onpolicy_chats",
+    "generate_onpolicy_chats", "load_onpolicy_chats", "build_topics",
 ]

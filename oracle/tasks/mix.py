@@ -18,6 +18,7 @@ from .base import (FAMILIES, OracleExample, PathLike, allocate, check_n, load_ex
 from .classification import build_classification
 from .context_prediction import build_context_prediction
 from .latentqa import build_latentqa
+from .topics import build_topics
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,8 @@ def build_training_mix(
             out += build_context_prediction(tokenizer, n_layers, count, seed, data_dir, split, **opts)
         elif family == "classification":
             out += build_classification(tokenizer, n_layers, count, seed, data_dir, split, **opts)
+        elif family == "topic":
+            out += build_topics(tokenizer, n_layers, count, seed, data_dir, split, **opts)
         else:
             out += build_latentqa(tokenizer, n_layers, count, seed, data_dir, split, **opts)
     make_rng(seed, f"mix:{split}").shuffle(out)
