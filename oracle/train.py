@@ -60,6 +60,8 @@ class TrainConfig:
     lr: float = _opt(5e-4, "peak learning rate (linear warm-up, then cosine to 10%%)")
     warmup_steps: int = _opt(50, "linear warm-up steps")
     weight_decay: float = _opt(0.0, "AdamW weight decay")
+    loss_per: str = _opt("example", "example: every example's answer weighs the same (a one-token Yes/No as much as a "
+                                    "20-token continuation); token: the mean over all answer tokens of the batch")
     lora_r: int = _opt(16, "LoRA rank (all linear layers)")
     lora_alpha: int = _opt(32, "LoRA alpha")
     lora_dropout: float = _opt(0.0, "LoRA dropout")
@@ -85,6 +87,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.activations not in ("store", "on_the_fly"):
             raise InputError(f"--activations must be store or on_the_fly, not {self.activations!r}")
+        if self.loss_per not in ("example", "token"):
+            raise InputError(f"--loss-per must be example or token, not {self.loss_per!r}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise InputError(f"--precision must be auto, bf16 or fp32, not {self.precision!r}")
         for name in ("n_examples", "batch_size", "lora_r", "eval_every", "save_every", "max_context_tokens"):
@@ -275,7 +279,10 @@ def _lr_at(step: int, config: TrainConfig) -> float:
 
 
 def oracle_loss(lm: LoadedModel, batch, config: TrainConfig, bf16: bool) -> torch.Tensor:
-    """Mean token cross-entropy of the answers, with the activations injected."""
+    """Cross-entropy of the answers with the activations injected: the mean over examples of each answer's mean
+    token loss (``config.loss_per="example"``), or the mean over all answer tokens of the batch (``"token"``).
+    Per example is the default because with a token mean a Yes/No answer (two tokens with end-of-turn) weighs a
+    tenth of a 20-token continuation in a mixed batch, and the yes/no questions then never learned."""
     from hooks.inject import inject_at
 
     device = lm.device
@@ -285,8 +292,15 @@ def oracle_loss(lm: LoadedModel, batch, config: TrainConfig, bf16: bool) -> torc
         out = lm.model(input_ids=batch.tokens_BL, attention_mask=batch.mask_BL, position_ids=batch.position_ids_BL,
                        use_cache=False)
     logits = out.logits[:, :-1].float()
-    labels = batch.labels_BL[:, 1:]
-    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+    labels_BL = batch.labels_BL[:, 1:]
+    if config.loss_per == "token":
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels_BL.reshape(-1),
+                                                 ignore_index=-100)
+    tok_loss_BL = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels_BL, ignore_index=-100,
+                                                    reduction="none")
+    n_B = (labels_BL != -100).sum(1)
+    keep_B = n_B > 0
+    return (tok_loss_BL.sum(1)[keep_B] / n_B[keep_B]).mean()
 
 
 class _null:

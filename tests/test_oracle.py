@@ -147,6 +147,33 @@ def test_right_and_left_padded_batches_give_the_same_loss():
     assert abs(losses[0] - losses[1]) < 1e-4
 
 
+def test_loss_per_example_weighs_every_answer_the_same():
+    from peft import LoraConfig, get_peft_model
+
+    from oracle.train import TrainConfig, oracle_loss
+
+    lm = tiny_loaded("llama")
+    import copy
+
+    lm.model = get_peft_model(copy.deepcopy(lm.model), LoraConfig(r=4, target_modules="all-linear"), adapter_name="oracle")
+    v = [torch.randn(3, 64), torch.randn(1, 64)]
+    qs, answers = ["What are the next tokens?", "Is it?"], ["abc def ghi jkl", "Yes"]
+
+    def loss(idx, per):
+        b = make_oracle_batch(lm.tokenizer, [v[i] for i in idx], [1] * len(idx), [qs[i] for i in idx],
+                              [answers[i] for i in idx], placeholder="?", side="right")
+        return float(oracle_loss(lm, b, TrainConfig(out="unused", placeholder="?", loss_per=per), False)), b
+
+    single = [loss([i], "example")[0] for i in (0, 1)]
+    n_tok = [int((loss([i], "token")[1].labels_BL != -100).sum()) for i in (0, 1)]
+    assert n_tok[0] > n_tok[1]
+    assert loss([0, 1], "example")[0] == pytest.approx(sum(single) / 2, rel=1e-4)
+    assert loss([0, 1], "token")[0] == pytest.approx((single[0] * n_tok[0] + single[1] * n_tok[1]) / sum(n_tok),
+                                                      rel=1e-4)
+    with pytest.raises(InputError):
+        TrainConfig(out="unused", loss_per="batch")
+
+
 def _train(tmp_path, name, stop_after=None):
     from oracle.train import TrainConfig, train_oracle
 
