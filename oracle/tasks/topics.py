@@ -20,12 +20,13 @@ import logging
 import random
 import re
 from functools import lru_cache
+from pathlib import Path
 from typing import Optional
 
 from hooks.errors import InputError
 
 from .base import (MAX_POSITIONS, NO, YES, OracleExample, PathLike, balanced_bools, balanced_layers, check_n,
-                   check_split, data_file, decode, make_rng, tokenize_text)
+                   check_split, data_file, decode, make_rng)
 from .classification import YES_NO_PREFIX
 from .context_prediction import _text_window, detok_wikitext, text_documents
 
@@ -56,7 +57,7 @@ whose will with within without would your yours yourself yourselves unto hath do
 def wikitext_sections(path: str) -> tuple[tuple[str, str, str], ...]:
     """``(article title, section heading or "", paragraph)`` of every paragraph of 30+ words in a WikiText file."""
     out, title, section = [], "", ""
-    for line in open(path, encoding="utf-8"):
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
         s = line.strip()
         m = re.fullmatch(r"((?:= )+)(.+?)(?: =)+", s)   # " = Title = ", " = = Section = = ", ...
         if m:
@@ -91,7 +92,7 @@ def _article_sampler(root: str, split: str):
 
     def sample(rng: random.Random, want_yes: bool, negated: bool, tokenizer, max_tokens: int):
         title, heading, para = rng.choice(paras)
-        use_heading = bool(heading) and len(headings) > 1 and rng.random() < 0.3
+        use_heading = bool(heading) and "<unk>" not in heading and len(headings) > 1 and rng.random() < 0.3
         true = heading if use_heading else title
         pool = headings if use_heading else titles
         concept = true if want_yes != negated else rng.choice([c for c in pool if c != true])
