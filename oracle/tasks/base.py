@@ -120,6 +120,18 @@ def check_split(split: str) -> str:
     return split
 
 
+def check_share(name: str, value: float) -> float:
+    """Validate a share of examples (0..1), naming the option in the error.
+
+    Example:
+        >>> check_share("open_frac", 0.5)
+        0.5
+    """
+    if not 0.0 <= float(value) <= 1.0:
+        raise InputError(f"{name} {value} must be a share between 0 and 1")
+    return float(value)
+
+
 def check_n(n: int) -> int:
     """Validate an example count."""
     if int(n) < 0:

@@ -29,7 +29,7 @@ from typing import Callable, Optional, Sequence, Union
 from hooks.errors import InputError
 
 from .base import (MAX_POSITIONS, NO, YES, OracleExample, PathLike, allocate, balanced_bools,
-                   balanced_layers, check_n, check_split, data_file, make_rng, resolve_data_dir, split_of,
+                   balanced_layers, check_n, check_share, check_split, data_file, make_rng, resolve_data_dir, split_of,
                    tokenize_text)
 
 log = logging.getLogger(__name__)
@@ -281,10 +281,8 @@ def build_classification(
         ("Answer with 'Yes' or 'No' only. Is this statement true?", 'No')
     """
     n, split = check_n(n), check_split(split)
-    if not 0.0 <= float(open_frac) <= 1.0:
-        raise InputError(f"open_frac {open_frac} must be a share between 0 and 1")
-    if not 0.0 <= float(negated_frac) <= 1.0:
-        raise InputError(f"negated_frac {negated_frac} must be a share between 0 and 1")
+    check_share("open_frac", open_frac)
+    check_share("negated_frac", negated_frac)
     root = str(resolve_data_dir(data_dir))
     groups = _resolve_train_datasets(datasets, root)
     if group_weights is None:

@@ -193,7 +193,7 @@ def sample_context_example(
     return None
 
 
-def _text_window(rng: random.Random, tokenizer, doc: str, length: int) -> list[int]:
+def text_window(rng: random.Random, tokenizer, doc: str, length: int) -> list[int]:
     """A token window of ``doc`` of at most ``length`` tokens, starting at a word boundary."""
     ids = tokenize_text(tokenizer, doc)
     if len(ids) <= length:
@@ -268,7 +268,7 @@ def _examples_from_text(rng, tokenizer, source, split, data_dir, n, **kw) -> lis
         attempts += 1
         if attempts > 20 * n + 100:
             raise InputError(f"could only build {len(out)} of {n} examples from {name}: documents too short")
-        ids = _text_window(rng, tokenizer, rng.choice(docs), length)
+        ids = text_window(rng, tokenizer, rng.choice(docs), length)
         ex = sample_context_example(rng, tokenizer, ids, dataset=name, meta={"split": split}, **kw)
         if ex is not None:
             out.append(ex)

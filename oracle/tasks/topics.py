@@ -26,9 +26,9 @@ from typing import Optional
 from hooks.errors import InputError
 
 from .base import (MAX_POSITIONS, NO, YES, OracleExample, PathLike, balanced_bools, balanced_layers, check_n,
-                   check_split, data_file, decode, make_rng)
+                   check_share, check_split, data_file, decode, make_rng, resolve_data_dir)
 from .classification import YES_NO_PREFIX
-from .context_prediction import _text_window, detok_wikitext, text_documents
+from .context_prediction import text_window, detok_wikitext, text_documents
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def _article_sampler(root: str, split: str):
         concept = true if want_yes != negated else rng.choice([c for c in pool if c != true])
         concept = concept.lower() if use_heading else concept
         q = rng.choice(ABOUT_NEGATED if negated else ABOUT_QUESTIONS).format(concept)
-        ids = _text_window(rng, tokenizer, para, max_tokens)
+        ids = text_window(rng, tokenizer, para, max_tokens)
         return ids, q, {"dataset": name, "kind": "article", "concept": concept, "title": title}
     return sample
 
@@ -113,7 +113,7 @@ def _mention_sampler(root: str, split: str):
     def sample(rng: random.Random, want_yes: bool, negated: bool, tokenizer, max_tokens: int):
         for _ in range(20):
             name, doc = rng.choice(docs)
-            ids = _text_window(rng, tokenizer, doc, max_tokens)
+            ids = text_window(rng, tokenizer, doc, max_tokens)
             present = content_words(decode(tokenizer, ids).replace("<unk>", " "))
             if present:
                 break
@@ -158,12 +158,11 @@ def build_topics(
     n, split = check_n(n), check_split(split)
     for name, v in (("mention_frac", mention_frac), ("negated_frac", negated_frac), ("open_frac", open_frac),
                     ("last_token_frac", last_token_frac)):
-        if not 0.0 <= float(v) <= 1.0:
-            raise InputError(f"{name} {v} must be a share between 0 and 1")
+        check_share(name, v)
     if not 1 <= max_context_tokens <= MAX_POSITIONS:
         raise InputError(f"max_context_tokens {max_context_tokens} must be 1..{MAX_POSITIONS}: the oracle reads "
                          f"the whole window")
-    root = str(data_dir) if data_dir is not None else None
+    root = str(resolve_data_dir(data_dir))
     rng = make_rng(seed, f"{FAMILY}:{split}")
     article, mention = _article_sampler(root, split), _mention_sampler(root, split)
     out: list[OracleExample] = []
