@@ -16,6 +16,7 @@ from hooks.models import LoadedModel, active_adapter, attach_adapter, check_adap
 
 from .batching import make_oracle_batch, target_vectors
 from .card import OracleCard, read_card
+from .scaling import InputScaler
 from .tasks.base import source_layers
 
 log = logging.getLogger(__name__)
@@ -58,10 +59,11 @@ class Oracle:
         'The Eiffel Tower'
     """
 
-    def __init__(self, lm: LoadedModel, card: OracleCard, trained: bool) -> None:
+    def __init__(self, lm: LoadedModel, card: OracleCard, trained: bool, scaler: Optional[InputScaler] = None) -> None:
         self.lm = lm
         self.card = card
         self.trained = trained
+        self.scaler = scaler
         self.max_context = int(getattr(lm.model.config, "max_position_embeddings", 2048) or 2048)
 
     # -- construction -------------------------------------------------------------------------
@@ -81,34 +83,39 @@ class Oracle:
             lm = load_model(card.base_model, device=device)
         if lm.weights_hash != card.base_weights_hash:
             raise CheckpointError(f"oracle {path} was trained on {card.base_model}, not {lm.spec}: use an oracle for this base model")
+        scaler = InputScaler.load(path) if card.input_scaling == "standardize" else None
         attach_adapter(lm, path, name="oracle")
-        oracle = cls(lm, card, trained=True)
+        oracle = cls(lm, card, trained=True, scaler=scaler)
         if target_adapter is not None:
             oracle.set_target(target_adapter)
         return oracle
 
     @classmethod
-    def untrained(cls, model: str = "smollm2-135m", lm: Optional[LoadedModel] = None, device: str = "cpu") -> "Oracle":
-        """The base model with no oracle adapter, same prompt and injection: the Patchscopes-style baseline.
+    def untrained(cls, model: str = "smollm2-135m", lm: Optional[LoadedModel] = None, device: str = "cpu",
+                  scaler: Optional[InputScaler] = None) -> "Oracle":
+        """The base model with no oracle adapter, same prompt and injection: the Patchscopes-style baseline
+        (pass a trained oracle's ``scaler`` to feed it the same scaled vectors).
 
         Example:
             >>> Oracle.untrained().trained          # doctest: +SKIP
             False
         """
-        return cls.from_model(lm or load_model(model, device=device), trained=False)
+        return cls.from_model(lm or load_model(model, device=device), trained=False, scaler=scaler)
 
     @classmethod
-    def from_model(cls, lm: LoadedModel, trained: bool = True) -> "Oracle":
+    def from_model(cls, lm: LoadedModel, trained: bool = True, scaler: Optional[InputScaler] = None) -> "Oracle":
         """An Oracle over a model already loaded, with the default card (layers 25/50/75%, injection at
-        block 1): for checks on an adapter while it trains, or, with ``trained=False``, the untrained baseline.
+        block 1): for checks on an adapter while it trains (with the run's ``scaler``, if it scales its
+        inputs), or, with ``trained=False``, the untrained baseline.
 
         Example:
             >>> Oracle.from_model(load_model("smollm2-135m"), trained=False).trained   # doctest: +SKIP
             False
         """
         card = OracleCard(base_model=lm.spec, base_weights_hash=lm.weights_hash, d_model=lm.d_model,
-                          source_layers=source_layers(lm.n_layers))
-        return cls(lm, card, trained=trained)
+                          source_layers=source_layers(lm.n_layers),
+                          input_scaling="standardize" if scaler is not None else "none")
+        return cls(lm, card, trained=trained, scaler=scaler)
 
     def set_target(self, adapter: Optional[Union[str, Path]]) -> None:
         """Attach the audited model's own adapter (named "target"); its activations are then read with it on.
@@ -197,6 +204,8 @@ class Oracle:
 
     def _batch(self, queries: Sequence[Query], diff: bool):
         vecs, layers = self._vectors(queries, diff)
+        if self.scaler is not None:
+            vecs = [self.scaler(v, L, diff=diff) for v, L in zip(vecs, layers)]
         batch = make_oracle_batch(self.lm.tokenizer, vecs, layers, [q.question for q in queries],
                                   placeholder=self.card.placeholder, max_length=self.max_context)
         return batch.to(self.lm.device)

@@ -30,6 +30,7 @@ class OracleCard:
     injection_layer: int = 1
     placeholder: str = " ?"
     coef: float = 1.0
+    input_scaling: str = "none"
     prompt_format_version: int = PROMPT_FORMAT_VERSION
     train_config: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)

@@ -102,6 +102,7 @@ def _eval(args: argparse.Namespace) -> int:
 
     from .api import Oracle
     from .card import read_card, update_evaluation
+    from .scaling import InputScaler
     from .evaluate import (evaluate_families, evaluate_heldout_scores, heldout_accuracies, heldout_mean,
                            write_report)
 
@@ -109,7 +110,8 @@ def _eval(args: argparse.Namespace) -> int:
         raise InputError("--n and --families-n must be >= 0 and not both 0 (0 skips that part)")
     card = read_card(Path(args.oracle))
     lm = load_model(card.base_model, device=args.device)
-    untrained = Oracle.untrained(lm=lm)
+    # the baseline gets the same injection as the oracle under test, input scaling included
+    untrained = Oracle.untrained(lm=lm, scaler=InputScaler.load(args.oracle) if card.input_scaling == "standardize" else None)
     u_sc = evaluate_heldout_scores(untrained, n=args.n, data_dir=args.data_dir, progress=True) if args.n else {}
     u_fam = evaluate_families(untrained, n=args.families_n, data_dir=args.data_dir) if args.families_n else None
     oracle = Oracle.load(args.oracle, lm=lm)

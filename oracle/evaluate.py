@@ -271,8 +271,8 @@ def quick_eval_fn(n: int = 32, datasets: Sequence[str] = ("singular_plural", "en
     training families' eval split (AUROC shows reading before calibration lets accuracy move)."""
     cache: dict = {}
 
-    def fn(lm) -> dict:
-        oracle = Oracle.from_model(lm)
+    def fn(oracle: Oracle) -> dict:
+        lm = oracle.lm
         if "indist" not in cache:
             from .tasks.classification import build_classification
 

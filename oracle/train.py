@@ -23,6 +23,7 @@ from hooks.store import ActivationStore, DocActs, StoreWriter
 
 from .batching import capture_contexts, make_oracle_batch, target_vectors
 from .card import OracleCard, write_card
+from .scaling import SCALINGS, STATS_FILE, InputScaler
 from .tasks.base import FAMILIES, OracleExample, save_examples, load_examples, source_layers
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,11 @@ class TrainConfig:
     lora_dropout: float = _opt(0.0, "LoRA dropout")
     injection_layer: int = _opt(1, "oracle block whose output receives the activations")
     coef: float = _opt(1.0, "injection coefficient: h + coef * |h| * v/|v|")
+    input_scaling: str = _opt("standardize", "standardize: z-score each dimension of the target activations "
+                                             "(per-layer mean and std of the first --scaling-examples training "
+                                             "examples, shipped beside the adapter) before injecting; none: inject "
+                                             "them raw, as the published Activation Oracle checkpoints do")
+    scaling_examples: int = _opt(1024, "training examples whose activations measure the input scaling")
     placeholder: str = _opt(" ?", "placeholder token of the oracle prompt (must be one token)")
     activations: str = _opt("store", "store (captured once into HDF5, resumable) or on_the_fly")
     store_dir: Optional[str] = _opt(None, "where the HDF5 activation cache goes (default: runs/acts-<out name>-<hash of the task mix>)", str)
@@ -89,9 +95,12 @@ class TrainConfig:
             raise InputError(f"--activations must be store or on_the_fly, not {self.activations!r}")
         if self.loss_per not in ("example", "token"):
             raise InputError(f"--loss-per must be example or token, not {self.loss_per!r}")
+        if self.input_scaling not in SCALINGS:
+            raise InputError(f"--input-scaling must be {' or '.join(SCALINGS)}, not {self.input_scaling!r}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise InputError(f"--precision must be auto, bf16 or fp32, not {self.precision!r}")
-        for name in ("n_examples", "batch_size", "lora_r", "eval_every", "save_every", "max_context_tokens"):
+        for name in ("n_examples", "batch_size", "lora_r", "eval_every", "save_every", "max_context_tokens",
+                     "scaling_examples"):
             if getattr(self, name) < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be at least 1")
         if self.steps is not None and self.steps < 1:
@@ -322,9 +331,23 @@ def _vectors_for(lm: LoadedModel, store: Optional[ActivationStore], idx: Sequenc
         return target_vectors(lm, [e.context_ids for e in exs], [e.positions for e in exs], [e.layer for e in exs])
 
 
-def make_batch(lm: LoadedModel, config: TrainConfig, examples, idx, store):
+def fit_input_scaler(lm: LoadedModel, examples: Sequence[OracleExample], store: Optional[ActivationStore],
+                     n: int, batch_size: int = 32) -> InputScaler:
+    """Per-layer statistics of the target activations of the first ``n`` examples (every position they read)."""
+    idx = list(range(min(n, len(examples))))
+    by_layer: dict[int, list[torch.Tensor]] = {}
+    for s in range(0, len(idx), batch_size):
+        chunk = idx[s:s + batch_size]
+        for i, v in zip(chunk, _vectors_for(lm, store, chunk, examples)):
+            by_layer.setdefault(int(examples[i].layer), []).append(v)
+    return InputScaler.fit(by_layer)
+
+
+def make_batch(lm: LoadedModel, config: TrainConfig, examples, idx, store, scaler: Optional[InputScaler] = None):
     vecs = _vectors_for(lm, store, idx, examples)
     exs = [examples[i] for i in idx]
+    if scaler is not None:
+        vecs = [scaler(v, e.layer) for v, e in zip(vecs, exs)]
     return make_oracle_batch(lm.tokenizer, vecs, [e.layer for e in exs], [e.question for e in exs],
                              [e.answer for e in exs], config.placeholder, side="right")
 
@@ -399,14 +422,17 @@ def train_oracle(
     config: TrainConfig,
     lm: Optional[LoadedModel] = None,
     examples: Optional[list[OracleExample]] = None,
-    eval_fn: Optional[Callable[[LoadedModel], dict]] = None,
+    eval_fn: Optional[Callable[["Oracle"], dict]] = None,
     progress: bool = False,
     stop_after: Optional[int] = None,
 ) -> dict:
     """Run (or resume) a training job; writes the adapter, ``oracle.json``, ``train_log.jsonl`` and
     ``loss.png`` into ``config.out``. ``stop_after`` ends early after that many steps of this call
-    (tests use it to simulate a crash). Returns the summary dict written into the card.
+    (tests use it to simulate a crash). ``eval_fn`` gets an :class:`Oracle` over the adapter being trained.
+    Returns the summary dict written into the card.
     """
+    from .api import Oracle
+
     torch.manual_seed(config.seed)
     started = time.perf_counter()
     out = Path(config.out)
@@ -429,6 +455,15 @@ def train_oracle(
         store = capture_example_store(lm, examples, config.store_path, progress=progress)
         if store.n_docs != len(examples):
             raise CheckpointError(f"activation store {config.store_path} does not match the examples: delete it")
+    scaler = None
+    if config.input_scaling == "standardize":
+        if (out / STATS_FILE).exists():  # a resumed run keeps the statistics it trained with
+            scaler = InputScaler.load(out)
+        else:
+            scaler = fit_input_scaler(lm, examples, store, config.scaling_examples)
+            scaler.save(out)
+            log.info("input scaling measured on %d examples, layers %s", min(config.scaling_examples, len(examples)),
+                     scaler.layers)
     _LoraModel.attach(lm, config)
     lm.model.train()
     params = [p for p in lm.model.parameters() if p.requires_grad]
@@ -463,7 +498,7 @@ def train_oracle(
                     bar.total = config.total_steps
         idx = order[step]
         torch.manual_seed(config.seed * 1_000_003 + step)
-        batch = make_batch(lm, config, examples, idx, store)
+        batch = make_batch(lm, config, examples, idx, store, scaler)
         for g in optimizer.param_groups:
             g["lr"] = _lr_at(step, config)
         loss = oracle_loss(lm, batch, config, bf16)
@@ -491,7 +526,7 @@ def train_oracle(
             t_last, n_last = now, 0
         if eval_fn is not None and (step % config.eval_every == 0 or step == config.total_steps):
             lm.model.eval()
-            row["eval"] = eval_fn(lm)
+            row["eval"] = eval_fn(Oracle.from_model(lm, scaler=scaler))
             lm.model.train()
             log.info("step %d eval %s", step, row["eval"])
         log_rows.append(row)
@@ -524,7 +559,8 @@ def train_oracle(
     }
     card = OracleCard(base_model=config.model, base_weights_hash=lm.weights_hash, d_model=d_model,
                       source_layers=source_layers(lm.n_layers), injection_layer=config.injection_layer,
-                      placeholder=config.placeholder, coef=config.coef, train_config=dataclasses.asdict(config),
+                      placeholder=config.placeholder, coef=config.coef, input_scaling=config.input_scaling,
+                      train_config=dataclasses.asdict(config),
                       training=summary)
     write_card(out, card)
     _rmtree(out / TRAIN_STATE)

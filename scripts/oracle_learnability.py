@@ -38,6 +38,7 @@ from hooks.models import load_model  # noqa: E402
 from oracle.api import Oracle, Query  # noqa: E402
 from oracle.batching import make_oracle_batch  # noqa: E402
 from oracle.evaluate import example_vectors, p_yes_scores  # noqa: E402
+from oracle.scaling import SCALINGS, InputScaler  # noqa: E402
 from oracle.tasks.base import source_layers  # noqa: E402
 from oracle.tasks.classification import OPEN_QUESTIONS, YES_NO_PREFIX, build_classification  # noqa: E402
 from oracle.train import TrainConfig, _LoraModel, oracle_loss  # noqa: E402
@@ -126,6 +127,8 @@ def main(argv=None) -> int:
     ap.add_argument("--negated-frac", type=float, default=0.0,
                     help="share of the yes/no questions that are negated (\"Is this sentence not in the past tense?\"); "
                          "needs --question ''; their eval AUROC is reported too")
+    ap.add_argument("--input-scaling", choices=SCALINGS, default="none",
+                    help="standardize: z-score each activation dimension before injecting, as ao train does by default")
     ap.add_argument("--out", default="runs/learnability", help="folder for results.json and curve.png")
     args = ap.parse_args(argv)
     if args.negated_frac and args.question:
@@ -140,6 +143,11 @@ def main(argv=None) -> int:
                                    open_frac=args.open_frac, negated_frac=args.negated_frac, **mk)
     ev_exs, ev_vecs = labelled_set(lm, args.dataset, args.eval_n, args.seed + 2, "eval", negated_frac=args.negated_frac,
                                    **mk)
+    if args.input_scaling == "standardize":  # as ao train does: statistics of (the first 1,024) training vectors
+        scaler = InputScaler.fit({layer: tr_vecs[:1024]})
+        tr_vecs, ev_vecs = ([scaler(v, layer) for v in vs] for vs in (tr_vecs, ev_vecs))
+        if args.question:
+            mem_vecs = [scaler(v, layer) for v in mem_vecs]
     negated = [i for i, e in enumerate(ev_exs) if e.meta.get("negated")]
     print(f"{args.dataset}, question {args.question!r}, layer {layer}: {len(tr_exs)} training and {len(ev_exs)} eval "
           f"examples ({sum(e.answer == 'Yes' for e in ev_exs)} Yes)")

@@ -203,6 +203,53 @@ def test_crash_and_resume_gives_the_same_adapter(tmp_path):
     assert not (tmp_path / "crash" / "train_state").exists()
 
 
+def test_input_scaling_ships_with_the_adapter_and_the_oracle_applies_it(tmp_path):
+    from oracle.api import Oracle, Query
+    from oracle.scaling import STATS_FILE, InputScaler
+
+    _, cfg = _train(tmp_path, "scaled")
+    folder = tmp_path / "scaled"
+    card = json.loads((folder / "oracle.json").read_text())
+    assert card["input_scaling"] == "standardize" and (folder / STATS_FILE).exists()
+    scaler = InputScaler.load(folder)
+    assert scaler.layers == [1]
+    # the statistics are those of the training activations (examples read layer 1 at position 7)
+    lm = tiny_loaded("llama", seed=5)
+    from oracle.batching import target_vectors
+
+    exs = _examples(16)
+    raw = torch.cat(target_vectors(lm, [e.context_ids for e in exs], [e.positions for e in exs], [1] * 16))
+    assert torch.allclose(scaler.mean[1], raw.mean(0), atol=1e-5)
+    assert torch.allclose(scaler(raw, 1).std(0), torch.ones(raw.shape[1]), atol=1e-4)
+    # the loaded oracle injects scaler(v), and only the scale for a difference
+    oracle = Oracle.load(folder, lm=lm)
+    v = torch.randn(2, 64) * 5 + 3
+    assert torch.equal(oracle._batch([Query(v, "Is it?", 1)], diff=False).vectors_ND, scaler(v, 1))
+    assert torch.equal(oracle._batch([Query(v, "Is it?", 1)], diff=True).vectors_ND, v / scaler.std[1])
+    assert Oracle.from_model(lm).scaler is None
+
+
+def test_input_scaling_bad_files_and_settings_are_one_line(tmp_path):
+    from oracle.scaling import STATS_FILE, InputScaler
+    from oracle.train import TrainConfig
+
+    with pytest.raises(InputError, match="--input-scaling must be"):
+        TrainConfig(input_scaling="whiten")
+    with pytest.raises(CheckpointError, match=f"has no {STATS_FILE}"):
+        InputScaler.load(tmp_path)
+    (tmp_path / STATS_FILE).write_bytes(b"not safetensors")
+    with pytest.raises(CheckpointError, match="not a readable safetensors"):
+        InputScaler.load(tmp_path)
+    s = InputScaler.fit({3: [torch.randn(5, 8)]})
+    with pytest.raises(InputError, match="width 4"):
+        s(torch.randn(1, 4), 3)
+    s.save(tmp_path)
+    back = InputScaler.load(tmp_path)
+    assert torch.equal(back.mean[3], s.mean[3]) and torch.equal(back.std[3], s.std[3])
+    # a layer without statistics uses the nearest measured one
+    assert torch.equal(s(torch.ones(1, 8), 9), s(torch.ones(1, 8), 3))
+
+
 def test_runs_with_another_task_mix_never_share_examples_or_activations():
     # regression: the cached example list was named by the out folder's name alone, so a run in runs/b/oracle
     # silently trained on the examples another mix had built for runs/a/oracle
