@@ -11,7 +11,7 @@
 #   here:  bash scripts/device_train.sh unpack FILES_AT DEST     # join the packed result into DEST (a checkpoint folder)
 #
 # `run` trains with the current `ao train` defaults plus the options given (later options win), within
-# AO_TRAIN_BUDGET_S seconds (default 300), then runs `ao eval` (AO_EVAL_N per held-out set, default 200;
+# AO_TRAIN_BUDGET_S seconds (default 240), then runs `ao eval` (AO_EVAL_N per held-out set, default 200;
 # AO_FAMILIES_N per task family, default 60) and packs the checkpoint folder as $OUT/result.tgz.partNN
 # (15 MiB pieces: a file that comes back may be 16 MiB at most). Tested end to end on CPU (AO_DEVICE=cpu).
 set -euo pipefail
@@ -61,11 +61,18 @@ run() {
   python -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
   python -m oracle.cli train --out "$ckpt" --device "$device" --activations on_the_fly --n-examples 200000 \
     --batch-size 256 --lr 4e-4 --warmup-steps 40 --eval-every 100 --save-every 100 --onpolicy 1024 \
-    --time-budget-s "${AO_TRAIN_BUDGET_S:-300}" "$@" 2>&1 | tee "$out/train.log"
+    --mix '{"classification":0.4,"topic":0.3,"context_prediction":0.2,"latentqa":0.1}' \
+    --time-budget-s "${AO_TRAIN_BUDGET_S:-240}" "$@" 2>&1 | tee "$out/train.log"
+  pack "$ckpt" "$out"   # the adapter comes back even if the evaluation runs past the call's limit
   python -m oracle.cli eval --oracle "$ckpt" --device "$device" --n "${AO_EVAL_N:-200}" \
     --families-n "${AO_FAMILIES_N:-60}" 2>&1 | tee "$out/eval.log"
-  tar -C "$(dirname "$ckpt")" --exclude train_state -czf - "$(basename "$ckpt")" | split -b 15M -d -a 2 - "$out/result.tgz.part"
+  pack "$ckpt" "$out"
   ls -la "$out"
+}
+
+pack() {  # the checkpoint folder as 15 MiB pieces (a file that comes back may be 16 MiB at most)
+  rm -f "$2"/result.tgz.part*
+  tar -C "$(dirname "$1")" --exclude train_state -czf - "$(basename "$1")" | split -b 15M -d -a 2 - "$2/result.tgz.part"
 }
 
 unpack() {

@@ -264,7 +264,8 @@ def _plot(rows: list, path: Path, args) -> None:
     ax.set_ylabel("eval AUROC" + (" / accuracy" if opened else ""))
     ax.set_title(f"{args.dataset}: {args.question or 'its training questions'}"
                  + (f", {args.open_frac:.0%} open questions" if args.open_frac else "")
-                 + (f", {args.negated_frac:.0%} of yes/no negated" if args.negated_frac else ""), fontsize=9)
+                 + (f", {args.negated_frac:.0%} of yes/no negated" if args.negated_frac else "")
+                 + (", inputs z-scored" if args.input_scaling == "standardize" else ""), fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
