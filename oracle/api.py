@@ -83,7 +83,7 @@ class Oracle:
             lm = load_model(card.base_model, device=device)
         if lm.weights_hash != card.base_weights_hash:
             raise CheckpointError(f"oracle {path} was trained on {card.base_model}, not {lm.spec}: use an oracle for this base model")
-        scaler = InputScaler.load(path) if card.input_scaling == "standardize" else None
+        scaler = InputScaler.for_checkpoint(path, card.input_scaling)
         attach_adapter(lm, path, name="oracle")
         oracle = cls(lm, card, trained=True, scaler=scaler)
         if target_adapter is not None:

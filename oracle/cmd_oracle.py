@@ -111,7 +111,7 @@ def _eval(args: argparse.Namespace) -> int:
     card = read_card(Path(args.oracle))
     lm = load_model(card.base_model, device=args.device)
     # the baseline gets the same injection as the oracle under test, input scaling included
-    untrained = Oracle.untrained(lm=lm, scaler=InputScaler.load(args.oracle) if card.input_scaling == "standardize" else None)
+    untrained = Oracle.untrained(lm=lm, scaler=InputScaler.for_checkpoint(args.oracle, card.input_scaling))
     u_sc = evaluate_heldout_scores(untrained, n=args.n, data_dir=args.data_dir, progress=True) if args.n else {}
     u_fam = evaluate_families(untrained, n=args.families_n, data_dir=args.data_dir) if args.families_n else None
     oracle = Oracle.load(args.oracle, lm=lm)

@@ -15,7 +15,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Union
+from typing import Iterable, Mapping, Optional, Union
 
 import torch
 
@@ -32,10 +32,10 @@ class InputScaler:
     """Per-layer ``(v - mean_D) / std_D``, applied to every vector before injection.
 
     Example:
-        >>> s = InputScaler.fit({7: [torch.tensor([[1.0, 10.0], [3.0, 30.0]])]})
-        >>> s(torch.tensor([[3.0, 30.0]]), 7).tolist()
+        >>> s = InputScaler.fit({7: [torch.tensor([[1.0, 10.0], [3.0, 30.0], [5.0, 50.0]])]})   # mean 3, 30; std 2, 20
+        >>> s(torch.tensor([[5.0, 50.0]]), 7).tolist()
         [[1.0, 1.0]]
-        >>> s(torch.tensor([[2.0, 20.0]]), 7, diff=True).tolist()   # a difference is only rescaled
+        >>> s(torch.tensor([[4.0, 40.0]]), 7, diff=True).tolist()   # a difference is only rescaled
         [[2.0, 2.0]]
     """
 
@@ -57,7 +57,7 @@ class InputScaler:
         """Mean and standard deviation per dimension of all the ``(K, D)`` vectors given for each layer.
 
         Example:
-            >>> InputScaler.fit({3: [torch.zeros(2, 4)]}).std[3].tolist()   # a constant dimension is not blown up
+            >>> [round(x, 6) for x in InputScaler.fit({3: [torch.zeros(2, 4)]}).std[3].tolist()]   # a constant dimension is not blown up
             [0.001, 0.001, 0.001, 0.001]
         """
         mean, std = {}, {}
@@ -119,3 +119,13 @@ class InputScaler:
         if not mean or set(mean) != set(std):
             raise CheckpointError(f"{path} does not hold a mean and a std per layer: copy it again or retrain")
         return cls(mean, std)
+
+    @classmethod
+    def for_checkpoint(cls, folder: Union[str, Path], input_scaling: str) -> Optional["InputScaler"]:
+        """The scaler an oracle checkpoint was trained with (its card's ``input_scaling``), or ``None`` for raw inputs.
+
+        Example:
+            >>> InputScaler.for_checkpoint("checkpoints/oracle-smollm2-135m", "none") is None
+            True
+        """
+        return cls.load(folder) if input_scaling == "standardize" else None

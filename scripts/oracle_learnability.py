@@ -143,8 +143,8 @@ def main(argv=None) -> int:
                                    open_frac=args.open_frac, negated_frac=args.negated_frac, **mk)
     ev_exs, ev_vecs = labelled_set(lm, args.dataset, args.eval_n, args.seed + 2, "eval", negated_frac=args.negated_frac,
                                    **mk)
-    if args.input_scaling == "standardize":  # as ao train does: statistics of (the first 1,024) training vectors
-        scaler = InputScaler.fit({layer: tr_vecs[:1024]})
+    if args.input_scaling == "standardize":  # as ao train does: statistics of the first training vectors
+        scaler = InputScaler.fit({layer: tr_vecs[:TrainConfig.__dataclass_fields__["scaling_examples"].default]})
         tr_vecs, ev_vecs = ([scaler(v, layer) for v in vs] for vs in (tr_vecs, ev_vecs))
         if args.question:
             mem_vecs = [scaler(v, layer) for v in mem_vecs]
