@@ -20,6 +20,12 @@ defaults: all-linear, r 16):
 
 With ``--question ''`` every example keeps the question ``ao train`` would ask (paraphrases, half about another
 class), and the probe baseline answers with its probability of the class the question names.
+
+A held-out set as ``--dataset`` (``singular_plural``, ``engels/139_news_class_Politics``, ...) is a ceiling
+diagnostic, never a way to train the shipped oracle: the oracle trains on one half of that set's texts and is
+scored on the other half, both with the questions ``ao eval`` asks::
+
+    python scripts/oracle_learnability.py --dataset singular_plural --question '' --input-scaling standardize
 """
 from __future__ import annotations
 
@@ -40,7 +46,8 @@ from oracle.batching import make_oracle_batch  # noqa: E402
 from oracle.evaluate import example_vectors, p_yes_scores  # noqa: E402
 from oracle.scaling import SCALINGS, InputScaler  # noqa: E402
 from oracle.tasks.base import source_layers  # noqa: E402
-from oracle.tasks.classification import OPEN_QUESTIONS, YES_NO_PREFIX, build_classification  # noqa: E402
+from oracle.tasks.classification import (OPEN_QUESTIONS, YES_NO_PREFIX, build_classification,  # noqa: E402
+                                         build_heldout_classification, heldout_dataset_names)
 from oracle.train import TrainConfig, _LoraModel, oracle_loss  # noqa: E402
 
 
@@ -50,6 +57,9 @@ def labelled_set(lm, dataset: str, n: int, seed: int, split: str, question: str,
     ``yes_class``. An empty ``question`` keeps the training questions (paraphrases; half ask about another class).
     ``open_frac``: that share asks the open question instead (answered with the class name); ``negated_frac``:
     that share of the yes/no questions is negated (with the training questions only)."""
+    if dataset in heldout_dataset_names():
+        exs = heldout_ceiling_set(lm, dataset, n, seed, split, layer)
+        return exs, example_vectors(Oracle.from_model(lm, trained=False), exs)
     exs = build_classification(lm.tokenizer, lm.n_layers, n, seed, datasets=[dataset], split=split, position="last",
                                open_frac=open_frac, negated_frac=negated_frac)
     for e in exs:
@@ -60,6 +70,19 @@ def labelled_set(lm, dataset: str, n: int, seed: int, split: str, question: str,
             e.meta["asked"] = yes_class
     vecs = example_vectors(Oracle.from_model(lm, trained=False), exs)
     return exs, vecs
+
+
+def heldout_ceiling_set(lm, dataset: str, n: int, seed: int, split: str, layer: int):
+    """Ceiling diagnostic: ``n`` examples of a held-out set with its own evaluation questions, from one half of its
+    texts (``split``; the halves share no text). The training half is passed over again with fresh questions
+    when ``n`` exceeds it."""
+    exs: list = []
+    epoch = 0
+    while len(exs) < n:
+        exs += build_heldout_classification(lm.tokenizer, lm.n_layers, dataset, None if split == "train" else n,
+                                            seed + 1000 * epoch, layers=layer, text_half=split)
+        epoch += 1
+    return exs[:n]
 
 
 def open_accuracy(lm, exs, vecs) -> float:
@@ -133,6 +156,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.negated_frac and args.question:
         ap.error("--negated-frac needs --question '' (the training questions)")
+    if args.dataset in heldout_dataset_names() and (args.question or args.open_frac or args.negated_frac):
+        ap.error(f"{args.dataset} is a held-out set: the ceiling diagnostic asks its own evaluation questions, so "
+                 "pass --question '' and no --open-frac or --negated-frac")
     torch.manual_seed(args.seed)
     lm = load_model(args.model)
     layer = int(args.layer) if args.layer is not None else source_layers(lm.n_layers)[1]
@@ -262,7 +288,9 @@ def _plot(rows: list, path: Path, args) -> None:
     ax.set_xlim(0, 1.3 * max(r["labels"] for r in probe))
     ax.set_xlabel("training labels seen")
     ax.set_ylabel("eval AUROC" + (" / accuracy" if opened else ""))
-    ax.set_title(f"{args.dataset}: {args.question or 'its training questions'}"
+    own = "its eval questions, trained on half its texts" if args.dataset in heldout_dataset_names() \
+        else "its training questions"
+    ax.set_title(f"{args.dataset}: {args.question or own}"
                  + (f", {args.open_frac:.0%} open questions" if args.open_frac else "")
                  + (f", {args.negated_frac:.0%} of yes/no negated" if args.negated_frac else "")
                  + (", inputs z-scored" if args.input_scaling == "standardize" else ""), fontsize=9)

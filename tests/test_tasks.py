@@ -229,6 +229,19 @@ def test_heldout_builders(tok):
     assert {e.layer for e in fixed} == {15}
 
 
+def test_heldout_text_halves_for_the_ceiling_diagnostic(tok):
+    halves = {h: build_heldout_classification(tok, N_LAYERS, "singular_plural", n=None, seed=0, text_half=h)
+              for h in ("train", "eval")}
+    texts = {h: {e.meta["text"] for e in exs} for h, exs in halves.items()}
+    assert not texts["train"] & texts["eval"]
+    assert 300 < len(halves["train"]) + len(halves["eval"]) <= 368   # n=None: every usable text once
+    for exs in halves.values():
+        counts = Counter(e.meta["class"] for e in exs)
+        assert counts["single"] == counts["multiple"]
+    with pytest.raises(InputError, match="unknown split"):
+        build_heldout_classification(tok, N_LAYERS, "singular_plural", n=4, text_half="test")
+
+
 def test_latentqa_valid_and_label_disjoint(tok):
     train_items, eval_items = latentqa_items(split="train"), latentqa_items(split="eval")
     assert not {i.label for i in train_items} & {i.label for i in eval_items}

@@ -388,25 +388,34 @@ def build_heldout_classification(
     tokenizer,
     n_layers: int,
     dataset: str,
-    n: int = 200,
+    n: Optional[int] = 200,
     seed: int = 0,
     data_dir: Optional[PathLike] = None,
     position: str = "last",
     *,
     max_context_tokens: int = 128,
     layers: Optional[Union[int, Sequence[int]]] = None,
+    text_half: Optional[str] = None,
 ) -> list[OracleExample]:
     """``n`` balanced held-out yes/no examples (a quarter per text class x answer) from one set of
     :func:`heldout_dataset_names`. ``position``: ``"last"`` (the last token) or ``"full"`` (every token,
     the last 50 at most). Texts longer than ``max_context_tokens`` are skipped. ``layers``: a layer or
-    list of layers to cycle through (default: the three depths, one third each).
+    list of layers to cycle through (default: the three depths, one third each). ``n=None``: every usable
+    text once (twice the smaller class's count).
+
+    ``text_half`` (``"train"`` or ``"eval"``) keeps only one half of the set's texts, split by a hash of the
+    text. It exists for ceiling diagnostics (``scripts/oracle_learnability.py --dataset singular_plural``:
+    how well does an oracle trained on this very set do?), never for the shipped oracle's training.
 
     Example:
         >>> exs = build_heldout_classification(tok, 30, "singular_plural", n=4)       # doctest: +SKIP
         >>> sorted(e.answer for e in exs)                                            # doctest: +SKIP
         ['No', 'No', 'Yes', 'Yes']
     """
-    n = check_n(n)
+    if n is not None:
+        n = check_n(n)
+    if text_half is not None:
+        check_split(text_half)
     if position not in ("last", "full"):
         raise InputError(f"unknown held-out position mode {position!r}: use last or full")
     root = str(resolve_data_dir(data_dir))
@@ -421,9 +430,13 @@ def build_heldout_classification(
     rng = make_rng(seed, f"heldout:{dataset}")
     by_class: dict[int, list[str]] = {0: [], 1: []}
     for text, c in rows:
-        by_class[c].append(text)
+        if text_half is None or split_of(text, 0.5, salt="heldout-half") == text_half:
+            by_class[c].append(text)
     for c in by_class:
         rng.shuffle(by_class[c])
+    if n is None:
+        n = 2 * min(sum(0 < len(tokenize_text(tokenizer, t)) <= max_context_tokens for t in texts)
+                    for texts in by_class.values())
     # a quarter of the examples per (text class, answer)
     plan = [(i % 2, (i // 2) % 2 == 0) for i in range(n)]
     cursor = {0: 0, 1: 0}
