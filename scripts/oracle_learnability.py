@@ -59,17 +59,16 @@ def labelled_set(lm, dataset: str, n: int, seed: int, split: str, question: str,
     that share of the yes/no questions is negated (with the training questions only)."""
     if dataset in heldout_dataset_names():
         exs = heldout_ceiling_set(lm, dataset, n, seed, split, layer)
-        return exs, example_vectors(Oracle.from_model(lm, trained=False), exs)
-    exs = build_classification(lm.tokenizer, lm.n_layers, n, seed, datasets=[dataset], split=split, position="last",
-                               open_frac=open_frac, negated_frac=negated_frac)
-    for e in exs:
-        e.layer = layer
-        if question and not e.meta.get("open"):
-            e.question = YES_NO_PREFIX + question
-            e.answer = "Yes" if e.meta["class"] == yes_class else "No"
-            e.meta["asked"] = yes_class
-    vecs = example_vectors(Oracle.from_model(lm, trained=False), exs)
-    return exs, vecs
+    else:
+        exs = build_classification(lm.tokenizer, lm.n_layers, n, seed, datasets=[dataset], split=split,
+                                   position="last", open_frac=open_frac, negated_frac=negated_frac)
+        for e in exs:
+            e.layer = layer
+            if question and not e.meta.get("open"):
+                e.question = YES_NO_PREFIX + question
+                e.answer = "Yes" if e.meta["class"] == yes_class else "No"
+                e.meta["asked"] = yes_class
+    return exs, example_vectors(Oracle.from_model(lm, trained=False), exs)
 
 
 def heldout_ceiling_set(lm, dataset: str, n: int, seed: int, split: str, layer: int):
