@@ -12,10 +12,12 @@ import torch
 from hooks.errors import CheckpointError, InputError
 from hooks.inject import inject_at
 from hooks.layers import resolve_layer
-from hooks.models import LoadedModel, active_adapter, attach_adapter, check_adapter_folder, load_model
+from hooks.models import (LoadedModel, active_adapter, attach_adapter, check_adapter_folder, load_adapter_base,
+                          load_model)
 
 from .batching import make_oracle_batch, target_vectors
-from .card import OracleCard, read_card
+from .card import OracleCard
+from .published import CardOverrides, load_card, resolve_card
 from .scaling import InputScaler
 from .tasks.base import source_layers
 
@@ -70,19 +72,29 @@ class Oracle:
 
     @classmethod
     def load(cls, path: Union[str, Path], target_adapter: Optional[Union[str, Path]] = None, device: str = "cpu",
-             lm: Optional[LoadedModel] = None) -> "Oracle":
+             lm: Optional[LoadedModel] = None, overrides: Optional[CardOverrides] = None,
+             dtype: str = "float32") -> "Oracle":
         """Load an oracle checkpoint folder (and optionally the target's own adapter).
+
+        A bare PEFT adapter (no ``oracle.json``, e.g. a published Activation Oracle) gets a card
+        derived from its ``adapter_config.json`` and the Activation Oracle conventions
+        (``oracle.published``); ``overrides`` replace card fields (``--base``, ``--source-layers``, ...).
 
         Example:
             >>> Oracle.load("checkpoints/oracle-smollm2-135m").card.source_layers   # doctest: +SKIP
             [7, 15, 22]
         """
-        card = read_card(Path(path))
-        check_adapter_folder(path)
-        if lm is None:
-            lm = load_model(card.base_model, device=device)
-        if lm.weights_hash != card.base_weights_hash:
+        folder = Path(path)
+        check_adapter_folder(folder)
+        overrides = overrides or CardOverrides()
+        card = load_card(folder)
+        if lm is None and card is not None:
+            lm = load_model(overrides.base or card.base_model, device=device, dtype=dtype)
+        elif lm is None:
+            lm = load_adapter_base(folder, overrides.base, dtype=dtype, device=device)
+        if card is not None and lm.weights_hash != card.base_weights_hash:
             raise CheckpointError(f"oracle {path} was trained on {card.base_model}, not {lm.spec}: use an oracle for this base model")
+        card = resolve_card(folder, lm, card, overrides)
         scaler = InputScaler.for_checkpoint(path, card.input_scaling)
         attach_adapter(lm, path, name="oracle")
         oracle = cls(lm, card, trained=True, scaler=scaler)
@@ -207,7 +219,8 @@ class Oracle:
         if self.scaler is not None:
             vecs = [self.scaler(v, L, diff=diff) for v, L in zip(vecs, layers)]
         batch = make_oracle_batch(self.lm.tokenizer, vecs, layers, [q.question for q in queries],
-                                  placeholder=self.card.placeholder, max_length=self.max_context)
+                                  placeholder=self.card.placeholder, max_length=self.max_context,
+                                  chat_style=self.card.chat_style)
         return batch.to(self.lm.device)
 
     @torch.no_grad()

@@ -11,7 +11,7 @@ from hooks.capture import capture_batch, pad_batch, position_ids_from_mask
 from hooks.errors import InputError
 from hooks.models import LoadedModel, active_adapter
 
-from .prompt import build_prompt
+from .prompt import DEFAULT_CHAT_STYLE, build_prompt
 
 IGNORE = -100
 
@@ -55,6 +55,7 @@ def make_oracle_batch(
     placeholder: str = " ?",
     max_length: Optional[int] = None,
     side: str = "left",
+    chat_style: str = DEFAULT_CHAT_STYLE,
 ) -> OracleBatch:
     """Build prompts (one per item, K = len(vectors[i])), pad them, and list the injection slots.
 
@@ -62,6 +63,7 @@ def make_oracle_batch(
     sequence, whose NaN attention outputs would poison the backward pass).
 
     With ``answers``, the answer tokens (and end-of-turn) are appended and become the only labels.
+    ``chat_style``: how the prompt goes into the chat template (``oracle.prompt.CHAT_STYLES``).
 
     Example:
         >>> b = make_oracle_batch(tok, [torch.randn(2, 576)], [15], ["What is it?"], ["A cat"])  # doctest: +SKIP
@@ -74,7 +76,8 @@ def make_oracle_batch(
     for i, v in enumerate(vectors):
         if v.dim() != 2 or v.shape[0] < 1:
             raise InputError(f"item {i}: activations must be (K, d_model) with K >= 1, got {tuple(v.shape)}")
-        prompt = build_prompt(tokenizer, int(layers[i]), int(v.shape[0]), questions[i], placeholder)
+        prompt = build_prompt(tokenizer, int(layers[i]), int(v.shape[0]), questions[i], placeholder,
+                              chat_style=chat_style)
         ids = list(prompt.input_ids)
         labels = [IGNORE] * len(ids)
         if answers is not None:

@@ -7,9 +7,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from hooks.errors import CheckpointError
+from hooks.errors import CheckpointError, LayerError
 
-from .prompt import PROMPT_FORMAT_VERSION
+from .prompt import CHAT_STYLES, DEFAULT_CHAT_STYLE, PROMPT_FORMAT_VERSION
 
 CARD = "oracle.json"
 
@@ -32,9 +32,47 @@ class OracleCard:
     coef: float = 1.0
     input_scaling: str = "none"
     prompt_format_version: int = PROMPT_FORMAT_VERSION
+    chat_style: str = DEFAULT_CHAT_STYLE  # "published" for the published Activation Oracles (oracle.prompt)
     train_config: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
     evaluation: dict = field(default_factory=dict)
+
+
+def has_card(folder: Path | str) -> bool:
+    """Whether a checkpoint folder has its ``oracle.json`` (a bare PEFT adapter has none).
+
+    Example:
+        >>> has_card("checkpoints/oracle-smollm2-135m"), has_card("checkpoints/organisms/benign")
+        (True, False)
+    """
+    return (Path(folder) / CARD).is_file()
+
+
+def check_card_fits(card: OracleCard, folder: Path | str, n_layers: int, d_model: int) -> None:
+    """Fail with one line when the card cannot describe this model: a source or injection layer past
+    its depth, another residual width, an unknown chat style.
+
+    Example:
+        >>> card = OracleCard(base_model="m", base_weights_hash="h", d_model=64, source_layers=[1, 9])
+        >>> check_card_fits(card, "o", n_layers=4, d_model=64)
+        Traceback (most recent call last):
+        ...
+        hooks.errors.LayerError: oracle o reads source layer 9, but the model has 4 layers (0..3): pass --source-layers with layers of this model
+    """
+    for layer in card.source_layers:
+        if not 0 <= int(layer) < n_layers:
+            raise LayerError(f"oracle {folder} reads source layer {layer}, but the model has {n_layers} layers "
+                             f"(0..{n_layers - 1}): pass --source-layers with layers of this model")
+    if not card.source_layers:
+        raise LayerError(f"oracle {folder} has no source layers: pass --source-layers")
+    if not 0 <= int(card.injection_layer) < n_layers:
+        raise LayerError(f"oracle {folder} injects at block {card.injection_layer}, but the model has {n_layers} "
+                         f"layers (0..{n_layers - 1}): pass --injection-layer")
+    if int(card.d_model) != int(d_model):
+        raise CheckpointError(f"oracle {folder} reads vectors of width {card.d_model}, but the model's residual is "
+                              f"{d_model} wide: use an oracle for this base model")
+    if card.chat_style not in CHAT_STYLES:
+        raise CheckpointError(f"oracle {folder} has chat_style {card.chat_style!r}: use one of {', '.join(CHAT_STYLES)}")
 
 
 def write_card(folder: Path, card: OracleCard) -> None:

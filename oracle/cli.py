@@ -16,6 +16,7 @@ from hooks.errors import AOError
 COMMAND_MODULES = (
     "oracle.cmd_capture",
     "oracle.cmd_oracle",
+    "oracle.cmd_card",
     "probes.cli",
     "oracle.cmd_organism",
     "oracle.cmd_audit",

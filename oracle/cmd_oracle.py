@@ -8,6 +8,7 @@ from pathlib import Path
 
 from hooks.errors import InputError
 
+from .published import add_card_arguments, overrides_from_args
 from .train import TrainConfig
 
 
@@ -22,8 +23,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--no-eval", action="store_true", help="skip held-out checks during training")
     t.set_defaults(func=_train)
 
-    a = sub.add_parser("ask", help="ask the oracle a question about a text's activations")
-    a.add_argument("--oracle", default="checkpoints/oracle-smollm2-135m", help="oracle checkpoint folder")
+    a = sub.add_parser("ask", help="ask the oracle a question about a text's activations",
+                       description="Ask an oracle (a checkpoint folder with oracle.json, or a bare PEFT adapter such "
+                                   "as a published Activation Oracle, whose card is derived) about a text.")
+    a.add_argument("--oracle", default="checkpoints/oracle-smollm2-135m",
+                   help="oracle checkpoint folder, or a bare PEFT oracle adapter folder")
     a.add_argument("--untrained", action="store_true", help="no adapter: the Patchscopes-style baseline")
     a.add_argument("--model", default="smollm2-135m", help="base model for --untrained")
     a.add_argument("--target-adapter", default=None, help="the audited model's own adapter folder")
@@ -34,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--diff", action="store_true", help="inject (target - base) activations")
     a.add_argument("--yes-prob", action="store_true", help="print P(Yes) instead of generating")
     a.add_argument("--max-new-tokens", type=int, default=32)
+    add_card_arguments(a)
+    a.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, or auto (spread over the GPUs)")
+    a.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
     a.set_defaults(func=_ask)
 
     e = sub.add_parser("eval", help="held-out evaluation: table + bar chart, trained vs untrained vs chance")
@@ -80,13 +87,16 @@ def _parse_positions(s: str):
 
 
 def _ask(args: argparse.Namespace) -> int:
+    from hooks.models import load_model
+
     from .api import Oracle
 
     if args.untrained:
-        oracle = Oracle.untrained(args.model)
+        oracle = Oracle.untrained(lm=load_model(args.model, dtype=args.dtype, device=args.device))
         oracle.set_target(args.target_adapter)
     else:
-        oracle = Oracle.load(args.oracle, target_adapter=args.target_adapter)
+        oracle = Oracle.load(args.oracle, target_adapter=args.target_adapter, device=args.device, dtype=args.dtype,
+                             overrides=overrides_from_args(args))
     pos = _parse_positions(args.positions)
     if args.yes_prob:
         p = oracle.yes_probability(args.text, args.question, layer=args.layer, positions=pos, diff=args.diff)

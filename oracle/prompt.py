@@ -9,6 +9,12 @@ from hooks.errors import InputError
 
 PROMPT_FORMAT_VERSION = 1
 DEFAULT_PLACEHOLDER = " ?"
+# How the user turn is put into the chat template (the text inside it is the same either way):
+# "strip_system": this project's oracles, any system prompt the template adds by itself is cut out;
+# "published": the published Activation Oracles, ``apply_chat_template(..., enable_thinking=False)``
+# verbatim (Qwen3 gets its empty think block, Llama 3 keeps its default system header).
+CHAT_STYLES = ("strip_system", "published")
+DEFAULT_CHAT_STYLE = "strip_system"
 _FALLBACK_PLACEHOLDERS = (" ?", "?", " #", " @", " *")
 _SENTINEL = "\u00a7SYS\u00a7"
 
@@ -43,11 +49,26 @@ def placeholder_token(tokenizer, preferred: str = DEFAULT_PLACEHOLDER) -> tuple[
     raise InputError("no single-token placeholder found for this tokenizer: pass one with --placeholder")
 
 
-def render_user_turn(tokenizer, content: str, add_generation_prompt: bool = True) -> str:
-    """Render one user turn with the chat template, dropping any system prompt the template adds by itself."""
+def render_user_turn(tokenizer, content: str, add_generation_prompt: bool = True,
+                     chat_style: str = DEFAULT_CHAT_STYLE) -> str:
+    """Render one user turn with the chat template: ``chat_style="strip_system"`` drops any system
+    prompt the template adds by itself; ``"published"`` renders as the published Activation Oracle
+    code does (``enable_thinking=False``, nothing dropped).
+
+    Example:
+        >>> from hooks.testing import ByteTokenizer
+        >>> render_user_turn(ByteTokenizer(), "hi")   # no chat template: the text and a newline
+        'hi\n'
+    """
+    if chat_style not in CHAT_STYLES:
+        raise InputError(f"unknown chat style {chat_style!r}: use one of {', '.join(CHAT_STYLES)}")
     if not getattr(tokenizer, "chat_template", None):
         return content if not add_generation_prompt else content + "\n"
-    return _strip_default_system(tokenizer, [{"role": "user", "content": content}], add_generation_prompt)
+    messages = [{"role": "user", "content": content}]
+    if chat_style == "published":
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt,
+                                             enable_thinking=False)
+    return _strip_default_system(tokenizer, messages, add_generation_prompt)
 
 
 def _strip_default_system(tokenizer, messages: list[dict], add_generation_prompt: bool) -> str:
@@ -109,7 +130,7 @@ _PROMPT_CACHE: dict = {}
 
 
 def build_prompt(tokenizer, layer: int, k: int, question: str, placeholder: str = DEFAULT_PLACEHOLDER,
-                 max_length: int | None = None) -> OraclePrompt:
+                 max_length: int | None = None, chat_style: str = DEFAULT_CHAT_STYLE) -> OraclePrompt:
     """Render the oracle prompt and find its K placeholder positions.
 
     Example:
@@ -120,10 +141,10 @@ def build_prompt(tokenizer, layer: int, k: int, question: str, placeholder: str 
     if not question or not question.strip():
         raise InputError("the question is empty: ask something, e.g. 'What is the model thinking about?'")
     # Rendering a chat template costs ~1 ms; training renders the same (layer, K, question) many times.
-    key = (id(tokenizer), layer, k, question, placeholder)
+    key = (id(tokenizer), layer, k, question, placeholder, chat_style)
     hit = _PROMPT_CACHE.get(key)
     if hit is None:
-        hit = _build_prompt(tokenizer, layer, k, question, placeholder)
+        hit = _build_prompt(tokenizer, layer, k, question, placeholder, chat_style)
         if len(_PROMPT_CACHE) > 200_000:
             _PROMPT_CACHE.clear()
         _PROMPT_CACHE[key] = hit
@@ -135,9 +156,9 @@ def build_prompt(tokenizer, layer: int, k: int, question: str, placeholder: str 
     return OraclePrompt(list(hit.input_ids), list(hit.placeholder_positions), hit.text)
 
 
-def _build_prompt(tokenizer, layer: int, k: int, question: str, placeholder: str) -> OraclePrompt:
+def _build_prompt(tokenizer, layer: int, k: int, question: str, placeholder: str, chat_style: str) -> OraclePrompt:
     ph, ph_id = placeholder_token(tokenizer, placeholder)
-    text = render_user_turn(tokenizer, prompt_text(layer, k, question, ph))
+    text = render_user_turn(tokenizer, prompt_text(layer, k, question, ph), chat_style=chat_style)
     ids = tokenizer.encode(text, add_special_tokens=False)
     # The placeholders are the K consecutive placeholder tokens right after "Layer: L\n".
     run_start = None

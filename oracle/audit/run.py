@@ -149,9 +149,11 @@ def run_audit(config: AuditConfig, lm: LoadedModel | None = None) -> dict:
     try:
         t = time.perf_counter()
         _detach(lm, was_peft=True)
-        if card is not None:
-            check_oracle_weights(oracle_path, card, lm)
+        if oracle_path is not None:
+            if card is not None:
+                check_oracle_weights(oracle_path, card, lm)
             trained: Oracle | None = Oracle.load(oracle_path, target_adapter=config.target, lm=lm)
+            card = trained.card  # a bare PEFT oracle's card is derived when it loads
         else:
             trained = None
             Oracle.untrained(lm=lm).set_target(config.target)

@@ -7,24 +7,20 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 from pathlib import Path
 
 from hooks.errors import CheckpointError
-from hooks.models import EMBEDDED, LoadedModel, check_adapter_folder
+from hooks.models import LoadedModel, check_adapter_folder, embedded_name, is_local_path
 
-from ..card import OracleCard, read_card
+from ..card import OracleCard, has_card, read_card
+from ..published import check_named_base
 
 log = logging.getLogger(__name__)
 
-_CACHE_DIR_RE = re.compile(r"^(?P<name>.+)-[0-9a-f]{16}$")
-
 
 def embedded_identity(name: str | None) -> str | None:
-    """The embedded model a spec or an adapter's ``base_model_name_or_path`` refers to, if any.
-
-    Recognises the embedded names, the model cache folders (``<name>-<16 hex>``), the embedded
-    packages and GGUF files, and Hugging Face ids of the same models.
+    """The embedded model a spec or an adapter's ``base_model_name_or_path`` refers to, if any
+    (:func:`hooks.models.embedded_name`).
 
     Example:
         >>> embedded_identity("/root/.cache/activation-oracles/smollm2-135m-552b29bb0acfca72")
@@ -32,28 +28,7 @@ def embedded_identity(name: str | None) -> str | None:
         >>> embedded_identity("HuggingFaceTB/SmolLM2-135M-Instruct"), embedded_identity("gpt2")
         ('smollm2-135m', None)
     """
-    if not name:
-        return None
-    s = str(name).strip()
-    if s in EMBEDDED:
-        return s
-    leaf = Path(s.rstrip("/\\")).name
-    m = _CACHE_DIR_RE.match(leaf)
-    if m and m.group("name") in EMBEDDED:
-        return m.group("name")
-    for emb, (package, filename, _) in EMBEDDED.items():
-        if leaf == package or (filename and leaf.lower() == filename.lower()):
-            return emb
-    low = s.lower()
-    if "smollm2" in low and "135m" in low:
-        return "smollm2-135m"
-    if "gemma" in low and "270m" in low:
-        return "gemma3-270m"
-    return None
-
-
-def _looks_like_path(name: str) -> bool:
-    return name.startswith(("/", ".", "~")) or "\\" in name or Path(name).exists() or name.count("/") > 1
+    return embedded_name(name)
 
 
 def check_target_adapter(path: str | Path, base: str) -> dict:
@@ -77,15 +52,23 @@ def check_target_adapter(path: str | Path, base: str) -> dict:
     got = embedded_identity(named)
     if got is not None and want is not None and got != want:
         raise CheckpointError(f"target adapter {path} was trained on {got}, not {base}: audit it with --base {got}")
-    if got is None and want is not None and not _looks_like_path(named):
+    if got is None and want is not None and not is_local_path(named):
         raise CheckpointError(f"target adapter {path} was trained on {named}, not {base}: audit it with --base {named}")
-    if got is None and want is None and named != str(base) and not _looks_like_path(named):
+    if got is None and want is None and named != str(base) and not is_local_path(named):
         log.warning("target adapter %s names base model %s, auditing it on %s", path, named, base)
     return cfg
 
 
-def check_oracle_card(path: str | Path, base: str) -> OracleCard:
-    """Read the oracle card before the model load and fail early when it names another embedded model."""
+def check_oracle_card(path: str | Path, base: str) -> OracleCard | None:
+    """Read the oracle card before the model load and fail early when it names another embedded model.
+
+    A bare PEFT oracle adapter (no ``oracle.json``, e.g. a published Activation Oracle) gives ``None``:
+    its card is derived when it loads; here the base model its ``adapter_config.json`` names must
+    not be another model than ``base``.
+    """
+    if not has_card(path):
+        check_named_base(path, base)
+        return None
     card = read_card(Path(path))
     want, got = embedded_identity(base), embedded_identity(card.base_model)
     if want is not None and got is not None and want != got:
