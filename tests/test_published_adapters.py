@@ -88,7 +88,7 @@ def qwen3_dir(tmp_path_factory) -> Path:
     assert len(tok.encode(" ?", add_special_tokens=False)) == 1
     cfg = AutoConfig.for_model("qwen3", vocab_size=len(tok), hidden_size=D_MODEL, intermediate_size=2 * D_MODEL,
                                num_hidden_layers=N_LAYERS, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-                               max_position_embeddings=512, tie_word_embeddings=False,
+                               max_position_embeddings=512, tie_word_embeddings=False, initializer_range=0.2,
                                eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(cfg).save_pretrained(folder, safe_serialization=True)
@@ -416,14 +416,16 @@ def test_card_init_with_an_unreachable_base_is_one_line(bare_oracle, tmp_path, c
 
 # -- 4. targets and the audit -----------------------------------------------------------------------
 
-def test_bare_target_and_bare_oracle_in_one_audit(qwen3_dir, bare_oracle, bare_target, tmp_path):
-    from oracle.audit import AuditConfig, run_audit
-
-    report = run_audit(AuditConfig(target=str(bare_target), base=str(qwen3_dir), oracle=str(bare_oracle),
-                                   methods=("oracle", "logit_lens"), n_prompts=2, n_text_answers=1, n_detect_prompts=1,
-                                   max_new_tokens=2, out=str(tmp_path / "report")))
+def test_bare_target_and_bare_oracle_in_one_audit(qwen3_dir, bare_oracle, bare_target, tmp_path, capsys):
+    out = tmp_path / "report"
+    rc, stdout, err = _cli(["audit", "--base", str(qwen3_dir), "--target", str(bare_target), "--oracle",
+                            str(bare_oracle), "--out", str(out), "--methods", "oracle,logit_lens", "--n-prompts", "2",
+                            "--max-new-tokens", "2"], capsys)
+    assert rc == 0, err
+    report = json.loads((out / "report.json").read_text())
     assert report["oracle"]["source_layers"] == [1, 2, 3]
-    assert (tmp_path / "report" / "report.json").is_file()
+    assert report["target"]["base_model_name_or_path"] == str(qwen3_dir)
+    assert set(report["methods"]) == {"oracle", "logit_lens"}
     o = Oracle.load(bare_oracle, target_adapter=bare_target)
     assert o.has_target and set(o.lm.adapters) == {"oracle", "target"}
 
