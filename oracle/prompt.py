@@ -58,7 +58,7 @@ def render_user_turn(tokenizer, content: str, add_generation_prompt: bool = True
     Example:
         >>> from hooks.testing import ByteTokenizer
         >>> render_user_turn(ByteTokenizer(), "hi")   # no chat template: the text and a newline
-        'hi\n'
+        'hi\\n'
     """
     if chat_style not in CHAT_STYLES:
         raise InputError(f"unknown chat style {chat_style!r}: use one of {', '.join(CHAT_STYLES)}")
