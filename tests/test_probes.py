@@ -179,7 +179,8 @@ def test_torch_matches_sklearn(data, logistic):
     chunks = [(torch.from_numpy(X_tr[i:i + 128]), torch.from_numpy(y_tr[i:i + 128])) for i in range(0, 400, 128)]
     for source in (chunks, lambda: iter(chunks)):
         sp = fit_logistic_torch(source, C=1.0)
-        np.testing.assert_allclose(sp.w_D, mem.w_D, rtol=1e-3, atol=1e-5)
+        # chunked sums round differently from one sum; L-BFGS stops on a tolerance: 1e-4 of weights O(0.5)
+        np.testing.assert_allclose(sp.w_D, mem.w_D, rtol=1e-3, atol=1e-4)
         assert sp.info["n_train"] == 400 and sp.info["n_pos"] == int(y_tr.sum())
 
 
