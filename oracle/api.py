@@ -214,14 +214,22 @@ class Oracle:
     def _oracle_ctx(self):
         return active_adapter(self.lm.model, "oracle" if self.trained else None)
 
-    def _batch(self, queries: Sequence[Query], diff: bool):
+    def _batch(self, queries: Sequence[Query], diff: bool, answers: Optional[Sequence[str]] = None):
         vecs, layers = self._vectors(queries, diff)
         if self.scaler is not None:
             vecs = [self.scaler(v, L, diff=diff) for v, L in zip(vecs, layers)]
-        batch = make_oracle_batch(self.lm.tokenizer, vecs, layers, [q.question for q in queries],
+        batch = make_oracle_batch(self.lm.tokenizer, vecs, layers, [q.question for q in queries], answers,
                                   placeholder=self.card.placeholder, max_length=self.max_context,
                                   chat_style=self.card.chat_style)
         return batch.to(self.lm.device)
+
+    def _logits(self, b, keep: int = 1) -> torch.Tensor:
+        """Logits of the last ``keep`` positions (the unembedding of a 49k vocabulary at every position
+        would cost more than the whole model on CPU)."""
+        with self._oracle_ctx(), inject_at(self.lm.model, self.card.injection_layer, b.rows_N, b.positions_N,
+                                           b.vectors_ND, self.card.coef):
+            return self.lm.model(input_ids=b.tokens_BL, attention_mask=b.mask_BL, position_ids=b.position_ids_BL,
+                                 use_cache=False, logits_to_keep=keep).logits.float()
 
     @torch.no_grad()
     def ask_batch(self, queries: Sequence[Query], diff: bool = False, max_new_tokens: int = 32,
@@ -261,11 +269,7 @@ class Oracle:
         yes_id, no_id = yes_no_token_ids(self.lm.tokenizer)
         probs: list[float] = []
         for s in range(0, len(queries), batch_size):
-            b = self._batch(list(queries[s:s + batch_size]), diff)
-            with self._oracle_ctx(), inject_at(self.lm.model, self.card.injection_layer, b.rows_N, b.positions_N,
-                                               b.vectors_ND, self.card.coef):
-                logits = self.lm.model(input_ids=b.tokens_BL, attention_mask=b.mask_BL, position_ids=b.position_ids_BL,
-                                       use_cache=False).logits[:, -1].float()
+            logits = self._logits(self._batch(list(queries[s:s + batch_size]), diff))[:, -1]
             two = torch.stack([logits[:, yes_id], logits[:, no_id]], dim=-1).softmax(-1)[:, 0]
             probs += two.tolist()
         return probs
@@ -280,3 +284,87 @@ class Oracle:
         """
         return self.yes_probability_batch([Query(source, question, layer, positions)], diff=diff)[0]
 
+
+    @torch.no_grad()
+    def first_token_logprobs(self, queries: Sequence[Query], diff: bool = False, batch_size: int = 32) -> torch.Tensor:
+        """``(N, vocab)`` log-probabilities of the oracle's first answer token for each query: what open
+        one-word questions ("Which word is at this position?") are scored on.
+
+        Example:
+            >>> lp = oracle.first_token_logprobs([Query("The cat sat.", "Which word is at this position?")])  # doctest: +SKIP
+            >>> oracle.lm.tokenizer.decode(lp.argmax(-1))                                                     # doctest: +SKIP
+            '.'
+        """
+        rows = [self._logits(self._batch(list(queries[s:s + batch_size]), diff))[:, -1].log_softmax(-1)
+                for s in range(0, len(queries), batch_size)]
+        return torch.cat(rows) if rows else torch.empty(0)
+
+    @torch.no_grad()
+    def answer_logprobs(self, queries: Sequence[Query], candidates: Sequence[Sequence[str]], diff: bool = False,
+                        batch_size: int = 32) -> list[list[float]]:
+        """For each query, the summed log-probability of each candidate answer's full token sequence (its
+        tokens and the end-of-turn token) after the oracle prompt: the choice scorer.
+
+        Raises InputError for fewer than two candidates, or two that tokenize identically.
+
+        Example:
+            >>> oracle.answer_logprobs([Query("I loved it.", "What is the sentiment?")], [["negative", "positive"]])  # doctest: +SKIP
+            [[-3.2, -0.1]]
+        """
+        if len(candidates) != len(queries):
+            raise InputError(f"{len(queries)} queries but {len(candidates)} candidate lists: give one list per query")
+        flat: list[tuple[int, str]] = []
+        for i, cands in enumerate(candidates):
+            check_candidates(self.lm.tokenizer, cands)
+            flat += [(i, c) for c in cands]
+        scores: list[float] = []
+        for s in range(0, len(flat), batch_size):
+            chunk = flat[s:s + batch_size]
+            b = self._batch([queries[i] for i, _ in chunk], diff, answers=[c for _, c in chunk])
+            # left padding puts every answer at the end: only the last (longest answer + 1) logits matter
+            keep = int((b.labels_BL != -100).sum(1).max()) + 1
+            logp = self._logits(b, keep)[:, :-1].log_softmax(-1)
+            labels = b.labels_BL[:, -keep + 1:]
+            keep = labels != -100
+            picked = logp.gather(-1, labels.clamp(min=0)[..., None])[..., 0]
+            scores += (picked * keep).sum(1).tolist()
+        out: list[list[float]] = []
+        cursor = 0
+        for cands in candidates:
+            out.append(scores[cursor:cursor + len(cands)])
+            cursor += len(cands)
+        return out
+
+    def choose(self, source: Union[str, torch.Tensor], question: str, candidates: Sequence[str],
+               layer: Optional[Union[int, str]] = None, positions: Positions = "last", diff: bool = False) -> str:
+        """The candidate answer the oracle finds most likely (see :meth:`answer_logprobs`).
+
+        Example:
+            >>> oracle.choose("I loved this film.", "What is the sentiment of this text?", ["negative", "positive"])  # doctest: +SKIP
+            'positive'
+        """
+        scores = self.answer_logprobs([Query(source, question, layer, positions)], [list(candidates)], diff=diff)[0]
+        return list(candidates)[max(range(len(scores)), key=scores.__getitem__)]
+
+
+def check_candidates(tokenizer, candidates: Sequence[str]) -> list[str]:
+    """Validate the answers of a choice question: at least two, none empty, no two with the same tokens.
+
+    Example:
+        >>> from hooks.testing import ByteTokenizer
+        >>> check_candidates(ByteTokenizer(), ["yes", "no"])
+        ['yes', 'no']
+    """
+    cands = list(candidates)
+    if len(cands) < 2:
+        raise InputError(f"a choice question needs at least two candidate answers, got {cands}: add another")
+    seen: dict[tuple, str] = {}
+    for c in cands:
+        if not isinstance(c, str) or not c.strip():
+            raise InputError("a candidate answer is empty: give each candidate some text")
+        ids = tuple(tokenizer.encode(c, add_special_tokens=False))
+        if ids in seen:
+            raise InputError(f"candidates {seen[ids]!r} and {c!r} tokenize identically: the oracle cannot tell them "
+                             f"apart; drop one")
+        seen[ids] = c
+    return cands
