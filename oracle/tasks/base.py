@@ -21,7 +21,7 @@ from hooks.paths import data_dir as _data_dir
 
 log = logging.getLogger(__name__)
 
-FAMILIES = ("context_prediction", "classification", "latentqa", "topic")
+FAMILIES = ("context_prediction", "classification", "latentqa", "topic", "reading")
 DEPTH_PERCENTS = (25, 50, 75)
 MAX_POSITIONS = 50
 SPLITS = ("train", "eval")
@@ -41,7 +41,7 @@ class OracleExample:
         (1, 'Yes')
     """
 
-    family: str                 # "context_prediction" | "classification" | "latentqa" | "topic"
+    family: str                 # "context_prediction" | "classification" | "latentqa" | "topic" | "reading"
     context_ids: list[int]      # target-model input token ids (chat-formatted where the source is a chat)
     positions: list[int]        # indices into context_ids whose activations are injected (K = 1..50)
     layer: int                  # source layer (0-based block index) to read activations from

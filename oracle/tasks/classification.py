@@ -118,6 +118,31 @@ def _tense_rows(root: str) -> tuple[tuple[str, str], ...]:
     return tuple((r["sentence"].strip(), r["label"]) for r in rows if r.get("label") in TENSES)
 
 
+def labelled_texts(dataset: str, split: str, data_dir: Optional[PathLike] = None) -> list[tuple[str, str]]:
+    """``(text, class name)`` rows of one split of a classification set, for open questions answered with the
+    class: ``tense`` (past/present/future), ``gmt`` (true/false, every file of :data:`GMT_FILES`), ``sst2``
+    (negative/positive; train file vs dev file) and ``singular_plural`` (singular/plural; held out from
+    training, its two halves split by a hash of the text serve a probe and the suite).
+
+    Example:
+        >>> sorted({c for _, c in labelled_texts("sst2", "eval")})
+        ['negative', 'positive']
+    """
+    check_split(split)
+    root = str(resolve_data_dir(data_dir))
+    if dataset == "tense":
+        return [r for r in _tense_rows(root) if split_of(r[0], salt="tense") == split]
+    if dataset == "gmt":
+        return [(t, "true" if y else "false") for f in GMT_FILES for t, y in _gmt_rows(root, f)
+                if split_of(t, salt="gmt") == split]
+    if dataset == "sst2":
+        return list(_sst2_rows(root, "train" if split == "train" else "dev"))
+    if dataset == "singular_plural":
+        rows, _, _ = _heldout_rows(root, "singular_plural")
+        return [(t, ("singular", "plural")[c]) for t, c in rows if split_of(t, 0.5, salt="heldout-half") == split]
+    raise InputError(f"no labelled texts for {dataset!r}: use tense, gmt, sst2 or singular_plural")
+
+
 def relation_names(data_dir: Optional[PathLike] = None) -> list[str]:
     """``<type>/<name>`` of every relations file, e.g. ``commonsense/object_superclass``."""
     root = data_file(data_dir, "classification/relations")

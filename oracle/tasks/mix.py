@@ -18,6 +18,7 @@ from .base import (FAMILIES, OracleExample, PathLike, allocate, check_n, load_ex
 from .classification import build_classification
 from .context_prediction import build_context_prediction
 from .latentqa import build_latentqa
+from .reading import build_reading
 from .topics import build_topics
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,8 @@ def build_training_mix(
             out += build_context_prediction(tokenizer, n_layers, count, seed, data_dir, split, **opts)
         elif family == "classification":
             out += build_classification(tokenizer, n_layers, count, seed, data_dir, split, **opts)
+        elif family == "reading":
+            out += build_reading(tokenizer, n_layers, count, seed, data_dir, split, **opts)
         elif family == "topic":
             out += build_topics(tokenizer, n_layers, count, seed, data_dir, split, **opts)
         else:
