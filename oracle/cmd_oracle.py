@@ -9,18 +9,22 @@ from pathlib import Path
 from hooks.errors import InputError
 
 from .published import add_card_arguments, overrides_from_args
+from .api import Query
+from .suite import SuiteConfig
 from .train import TrainConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train an oracle (LoRA) on the task mix")
     for f in dataclasses.fields(TrainConfig):
-        if f.name == "mix":
-            t.add_argument("--mix", default=None, help=f.metadata["help"])
+        if f.name in ("mix", "skills"):
+            t.add_argument("--" + f.name, default=None, help=f.metadata["help"])
             continue
         t.add_argument("--" + f.name.replace("_", "-"), type=f.metadata["kind"], default=f.default,
                        help=f.metadata["help"] + ("" if f.default is None else " (default: %(default)s)"))
     t.add_argument("--no-eval", action="store_true", help="skip held-out checks during training")
+    t.add_argument("--eval-examples-per-skill", type=int, default=16,
+                   help="unseen items per reading-suite row in the in-training checks (default: %(default)s)")
     t.set_defaults(func=_train)
 
     a = sub.add_parser("ask", help="ask the oracle a question about a text's activations",
@@ -37,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--positions", default="last", help="last | all | N | A:B")
     a.add_argument("--diff", action="store_true", help="inject (target - base) activations")
     a.add_argument("--yes-prob", action="store_true", help="print P(Yes) instead of generating")
+    a.add_argument("--choices", default=None,
+                   help="candidate answers separated by '|' (e.g. 'negative|positive'): print each one's summed "
+                        "log-probability and the oracle's choice instead of generating")
     a.add_argument("--max-new-tokens", type=int, default=32)
     add_card_arguments(a)
     a.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, or auto (spread over the GPUs)")
@@ -53,24 +60,39 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--data-dir", default=None)
     e.add_argument("--no-card", action="store_true", help="do not write the figures into oracle.json")
     e.add_argument("--device", default="cpu")
+    e.add_argument("--suite", choices=("skills",), default=None,
+                   help="skills: the reading-skills suite instead (untrained vs trained vs probes on unseen texts)")
+    e.add_argument("--skills", default=None, help="suite rows to run, comma-separated (default: every skill)")
+    e.add_argument("--suite-n", type=int, default=SuiteConfig.n, help="unseen items per suite row (default: %(default)s)")
+    e.add_argument("--probe-n", type=int, default=SuiteConfig.probe_n,
+                   help="most labels a suite probe gets (default: %(default)s)")
     e.set_defaults(func=_eval)
 
 
 def _train(args: argparse.Namespace) -> int:
-    kwargs = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name != "mix"}
-    if args.mix:
+    kwargs = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name not in ("mix", "skills")}
+    for name, example in (("mix", '{"reading":0.8,"context_prediction":0.2}'), ("skills", '{"word_at":1.0}')):
+        value = getattr(args, name)
+        if not value:
+            continue
         try:
-            kwargs["mix"] = json.loads(args.mix)
+            kwargs[name] = json.loads(value)
         except json.JSONDecodeError as e:
-            raise InputError(f"--mix is not valid JSON ({e.msg}): write it like "
-                             '\'{"classification":0.8,"context_prediction":0.2}\'') from None
-        if not isinstance(kwargs["mix"], dict):
-            raise InputError('--mix must be a JSON object of family weights, e.g. \'{"classification":1.0}\'')
+            raise InputError(f"--{name} is not valid JSON ({e.msg}): write it like '{example}'") from None
+        if not isinstance(kwargs[name], dict):
+            raise InputError(f"--{name} must be a JSON object of weights, e.g. '{example}'")
     cfg = TrainConfig(**kwargs)
     from .evaluate import quick_eval_fn
+    from .suite import suite_eval_fn
     from .train import train_oracle
 
-    summary = train_oracle(cfg, eval_fn=None if args.no_eval else quick_eval_fn(data_dir=cfg.data_dir), progress=True)
+    if args.no_eval:
+        eval_fn = None
+    elif "reading" in cfg.mix:   # the learning curve of each reading skill the run trains
+        eval_fn = suite_eval_fn(n=args.eval_examples_per_skill, data_dir=cfg.data_dir)
+    else:
+        eval_fn = quick_eval_fn(data_dir=cfg.data_dir)
+    summary = train_oracle(cfg, eval_fn=eval_fn, progress=True)
     print(f"trained {summary['steps']} steps on {summary['examples']} examples in {summary['wall_time_s']:.0f}s; "
           f"final loss {summary['final_loss']}; last held-out check {summary['last_eval']}")
     print(f"oracle written to {cfg.out}")
@@ -87,6 +109,9 @@ def _parse_positions(s: str):
 
 
 def _ask(args: argparse.Namespace) -> int:
+    cands = [c.strip() for c in args.choices.split("|")] if args.choices is not None else None
+    if cands is not None and len(cands) < 2:   # before the (slow) model load
+        raise InputError(f"--choices needs at least two candidate answers separated by '|', got {args.choices!r}")
     from hooks.models import load_model
 
     from .api import Oracle
@@ -98,7 +123,12 @@ def _ask(args: argparse.Namespace) -> int:
         oracle = Oracle.load(args.oracle, target_adapter=args.target_adapter, device=args.device, dtype=args.dtype,
                              overrides=overrides_from_args(args))
     pos = _parse_positions(args.positions)
-    if args.yes_prob:
+    if args.choices is not None:
+        scores = oracle.answer_logprobs([Query(args.text, args.question, args.layer, pos)], [cands], diff=args.diff)[0]
+        for c, sc in sorted(zip(cands, scores), key=lambda cs: -cs[1]):
+            print(f"{sc:9.3f}  {c}")
+        print(f"choice: {max(zip(scores, cands))[1]}")
+    elif args.yes_prob:
         p = oracle.yes_probability(args.text, args.question, layer=args.layer, positions=pos, diff=args.diff)
         print(f"P(Yes) = {p:.3f}")
     else:
@@ -107,8 +137,29 @@ def _ask(args: argparse.Namespace) -> int:
     return 0
 
 
+def _suite(args: argparse.Namespace) -> int:
+    from .api import Oracle
+    from .card import update_evaluation
+    from .suite import run_suite, write_suite_report
+
+    skills = [s.strip() for s in args.skills.split(",") if s.strip()] if args.skills else None
+    cfg = SuiteConfig(n=args.suite_n, probe_n=args.probe_n, skills=skills, data_dir=args.data_dir)
+    oracle = Oracle.load(args.oracle, device=args.device)
+    results = run_suite(oracle, cfg, progress=True)
+    md, png = write_suite_report(results, Path(args.out) if args.out else Path(args.oracle) / "eval",
+                                 command=args.command_line)
+    if not args.no_card:
+        update_evaluation(Path(args.oracle), {"reading_suite": {"command": args.command_line, **results}})
+    print(md.read_text())
+    print(f"wrote {md} and {png}")
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
     from hooks.models import load_model
+
+    if args.suite:
+        return _suite(args)
 
     from .api import Oracle
     from .card import read_card, update_evaluation
@@ -121,7 +172,8 @@ def _eval(args: argparse.Namespace) -> int:
     card = read_card(Path(args.oracle))
     lm = load_model(card.base_model, device=args.device)
     # the baseline gets the same injection as the oracle under test, input scaling included
-    untrained = Oracle.untrained(lm=lm, scaler=InputScaler.for_checkpoint(args.oracle, card.input_scaling))
+    # (and the card's injection layer, coefficient and placeholder)
+    untrained = Oracle(lm, card, trained=False, scaler=InputScaler.for_checkpoint(args.oracle, card.input_scaling))
     u_sc = evaluate_heldout_scores(untrained, n=args.n, data_dir=args.data_dir, progress=True) if args.n else {}
     u_fam = evaluate_families(untrained, n=args.families_n, data_dir=args.data_dir) if args.families_n else None
     oracle = Oracle.load(args.oracle, lm=lm)

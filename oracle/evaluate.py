@@ -121,11 +121,57 @@ def evaluate_heldout_scores(oracle: Oracle, n: int = 200, positions: Sequence[st
         exs = build_heldout_classification(oracle.lm.tokenizer, oracle.lm.n_layers, d, n=n, seed=seed,
                                            data_dir=data_dir, position=p)
         out.setdefault(d, {})[p] = scores_by_asked(yes_probabilities(oracle, exs), exs)
+        out[d][p]["choice"] = choice_scores(oracle, exs)
         if bar:
             bar.update(1)
     if bar:
         bar.close()
     return out
+
+
+def choice_form(dataset: str, classes: Sequence[str]) -> tuple[str, list[str]]:
+    """The open question and the two candidate answers that ask a held-out set's yes/no question as a choice,
+    in the order of the set's class names (``["athlete", "not_athlete"]`` -> ``["an athlete", "not an athlete"]``).
+
+    Example:
+        >>> choice_form("engels/60_wikidata_occupation_isathlete", ["athlete", "not_athlete"])
+        ('Is this person an athlete or not?', ['an athlete', 'not an athlete'])
+        >>> choice_form("singular_plural", ["single", "multiple"])[1]
+        ['singular', 'plural']
+    """
+    if dataset == "singular_plural":
+        return "Is the subject of this sentence singular or plural?", ["singular", "plural"]
+    pos = classes[0].replace("_", " ")
+    if "wikidata" in dataset:
+        noun = ("an " if pos[:1] in "aeiou" else "a ") + pos
+        return f"Is this person {noun} or not?", [noun, f"not {noun}"]
+    if "news_class" in dataset:
+        return f"Is this article about {pos} or not?", [pos, f"not {pos}"]
+    return f"Is this text about {pos} or not?", [pos, classes[1].replace("_", " ")]
+
+
+def choice_scores(oracle: Oracle, examples: Sequence[OracleExample], batch_size: int = 32) -> dict:
+    """The held-out examples' texts asked as a choice (:func:`choice_form`) between the two class answers, scored by
+    :meth:`Oracle.answer_logprobs`: accuracy of the higher-scoring answer, AUROC of the margin. One question per
+    text (the yes/no examples ask each text once or twice; duplicates are dropped)."""
+    from probes.metrics import accuracy, auroc
+
+    seen, exs = set(), []
+    for e in examples:
+        if e.meta["text"] not in seen:
+            seen.add(e.meta["text"])
+            exs.append(e)
+    classes = sorted({e.meta["class"] for e in exs} | {e.meta["asked"] for e in exs},
+                     key=lambda c: (c.startswith("not_"), c == "multiple"))
+    question, cands = choice_form(exs[0].dataset, classes)
+    vecs = example_vectors(oracle, exs, batch_size)
+    scores = oracle.answer_logprobs([Query(v, question, e.layer) for v, e in zip(vecs, exs)], [cands] * len(exs),
+                                    batch_size=batch_size)
+    y = [classes.index(e.meta["class"]) for e in exs]
+    margin = [s[1] - s[0] for s in scores]
+    return {"accuracy": accuracy(y, [int(m > 0) for m in margin]),
+            "auroc": auroc(y, margin) if len(set(y)) == 2 else float("nan"), "n": len(exs),
+            "question": question, "candidates": cands}
 
 
 def heldout_accuracies(scores: dict) -> dict:
@@ -218,6 +264,19 @@ def write_report(trained: dict, untrained: dict, out_dir: Path, families: Option
                "the right way round for that wording. An oracle that reads the feature but ignores \"not\" scores "
                "above 0.5 on one class and below on the other, and its overall accuracy stays at chance.", ""]
         md += _by_question_table(trained_scores, untrained_scores or {}, positions)
+    if trained and trained_scores:
+        md += ["", "## Held-out classification asked as a choice", "",
+               "The same texts asked openly, scored by the summed log-probability of each class's full answer "
+               "(e.g. \"an athlete\" vs \"not an athlete\"): accuracy / AUROC of the margin.", "",
+               "| held-out set | position | candidates | trained | untrained |", "|---|---|---|---|---|"]
+        for d, per_pos in trained_scores.items():
+            for p in positions:
+                c = per_pos[p].get("choice")
+                if not c:
+                    continue
+                cu = (untrained_scores or {}).get(d, {}).get(p, {}).get("choice", {})
+                md.append(f"| {d} | {p} | {' / '.join(c['candidates'])} | {c['accuracy']:.3f} / {c['auroc']:.3f} | "
+                          f"{cu.get('accuracy', float('nan')):.3f} / {cu.get('auroc', float('nan')):.3f} |")
     if families:
         md += ["", "## Other task families (eval splits)", "", "| metric | trained | untrained |", "|---|---|---|"]
         cp, cpu = families["context_prediction"], (families_untrained or {}).get("context_prediction", {})

@@ -18,7 +18,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from hooks.errors import CheckpointError, InputError
-from hooks.models import LoadedModel, adapters_disabled, load_model
+from hooks.models import LoadedModel, adapters_disabled, load_model, record_portable_base
 from hooks.store import ActivationStore, DocActs, StoreWriter
 
 from .batching import capture_contexts, make_oracle_batch, target_vectors
@@ -49,9 +49,12 @@ class TrainConfig:
     out: str = _opt("checkpoints/oracle-smollm2-135m", "checkpoint folder (adapter, card, log, loss curve)")
     model: str = _opt("smollm2-135m", "base model: embedded name, Hugging Face id, local folder or .gguf path")
     n_examples: int = _opt(6000, "training examples built from the task mix")
-    mix: dict = field(default_factory=lambda: {"context_prediction": 0.4, "classification": 0.4, "latentqa": 0.2},
-                      metadata={"help": 'task-family weights as JSON, e.g. '
-                                        '{"context_prediction":0.4,"classification":0.4,"latentqa":0.2}'})
+    mix: dict = field(default_factory=lambda: {"reading": 1.0},
+                      metadata={"help": 'task-family weights as JSON, e.g. {"reading":0.8,"context_prediction":0.2} '
+                                        '(default: the reading skills only; why in docs/experiments/)'})
+    skills: Optional[dict] = field(default=None, metadata={
+        "help": 'reading-skill weights as JSON, e.g. {"word_at":1.0} (default: oracle.tasks.reading.'
+                'DEFAULT_SKILL_WEIGHTS)'})
     open_class_frac: float = _opt(0.5, "share of classification examples asking the open question (\"Which tense is "
                                        "this sentence in?\", answered with the class name) instead of a yes/no one")
     negated_question_frac: float = _opt(0.25, "share of the yes/no classification questions that are negated (\"Is this "
@@ -116,6 +119,16 @@ class TrainConfig:
             raise InputError(f"--mix names unknown task famil(ies) {bad}: use {', '.join(FAMILIES)}")
         if any(not isinstance(w, (int, float)) or w < 0 for w in self.mix.values()) or sum(self.mix.values()) <= 0:
             raise InputError(f"--mix weights must be non-negative numbers with a positive sum, not {self.mix}")
+        if self.skills is not None:
+            from .tasks.reading import SKILLS, check_skills
+
+            check_skills(list(self.skills))
+            held = [k for k in self.skills if not SKILLS[k].trained]
+            if held:
+                raise InputError(f"--skills names {held}, held out from training: drop it")
+            if any(not isinstance(w, (int, float)) or w < 0 for w in self.skills.values()) or \
+                    sum(self.skills.values()) <= 0:
+                raise InputError(f"--skills weights must be non-negative numbers with a positive sum, not {self.skills}")
 
     @property
     def total_steps(self) -> int:
@@ -134,6 +147,7 @@ class TrainConfig:
             False
         """
         fields = {k: getattr(self, k) for k in ("model", "n_examples", "mix", "open_class_frac", "negated_question_frac",
+                                                *(("skills",) if self.skills else ()),
                                                 "max_context_tokens", "seed", "onpolicy", "onpolicy_chats")}
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
 
@@ -185,7 +199,8 @@ def build_examples(config: TrainConfig, lm: LoadedModel, split: str = "train", n
     return build_training_mix(lm.tokenizer, lm.n_layers, n or config.n_examples, seed if seed is not None else config.seed,
                               data_dir=config.data_dir, weights=dict(config.mix), onpolicy_chats=chats, split=split,
                               options={"classification": {"open_frac": config.open_class_frac,
-                                                                "negated_frac": config.negated_question_frac}})
+                                                          "negated_frac": config.negated_question_frac},
+                                       **({"reading": {"skills": dict(config.skills)}} if config.skills else {})})
 
 
 def capture_example_store(lm: LoadedModel, examples: Sequence[OracleExample], path: Path, batch_size: int = 32,
@@ -474,6 +489,15 @@ def train_oracle(
         log.info("resumed at step %d", step)
     device = lm.device
     bf16 = use_bf16(config, device)
+    card = OracleCard(base_model=config.model, base_weights_hash=lm.weights_hash, d_model=d_model,
+                      source_layers=source_layers(lm.n_layers), injection_layer=config.injection_layer,
+                      placeholder=config.placeholder, coef=config.coef, input_scaling=config.input_scaling,
+                      train_config=dataclasses.asdict(config))
+    if eval_fn is not None and step == 0:  # the LoRA starts as the identity: step 0 is the untrained oracle
+        lm.model.eval()
+        log_rows.append({"step": 0, "eval": eval_fn(Oracle(lm, card, trained=True, scaler=scaler))})
+        lm.model.train()
+        log.info("step 0 eval %s", log_rows[-1]["eval"])
     lengths = [len(e.question) // 3 + len(e.positions) + len(e.answer) // 3 for e in examples]
     order: list[list[int]] = []
     epoch = 0
@@ -526,7 +550,7 @@ def train_oracle(
             t_last, n_last = now, 0
         if eval_fn is not None and (step % config.eval_every == 0 or step == config.total_steps):
             lm.model.eval()
-            row["eval"] = eval_fn(Oracle.from_model(lm, scaler=scaler))
+            row["eval"] = eval_fn(Oracle(lm, card, trained=True, scaler=scaler))
             lm.model.train()
             log.info("step %d eval %s", step, row["eval"])
         log_rows.append(row)
@@ -547,21 +571,18 @@ def train_oracle(
     lm.model.eval()
     lm.model.save_pretrained(str(out / "_adapter_tmp"), selected_adapters=["oracle"], safe_serialization=True)
     _promote_adapter(out)
+    record_portable_base(out, config.model)
     _write_log(log_path, log_rows)
     plot_loss(log_rows, out / "loss.png")
     from .tasks.mix import summarize
 
     summary = {
         "steps": step, "examples": len(examples), "examples_seen": step * config.batch_size, "wall_time_s": round(time.perf_counter() - started, 1),
-        "data": summarize(examples), "final_loss": log_rows[-1]["loss"] if log_rows else None,
+        "data": summarize(examples), "final_loss": log_rows[-1].get("loss") if log_rows else None,
         "hardware": _hardware(device), "bf16": bf16, "skipped_steps": n_skipped,
         "last_eval": next((r["eval"] for r in reversed(log_rows) if "eval" in r), None),
     }
-    card = OracleCard(base_model=config.model, base_weights_hash=lm.weights_hash, d_model=d_model,
-                      source_layers=source_layers(lm.n_layers), injection_layer=config.injection_layer,
-                      placeholder=config.placeholder, coef=config.coef, input_scaling=config.input_scaling,
-                      train_config=dataclasses.asdict(config),
-                      training=summary)
+    card.train_config, card.training = dataclasses.asdict(config), summary
     write_card(out, card)
     _rmtree(out / TRAIN_STATE)
     return summary
@@ -595,6 +616,8 @@ def plot_loss(rows: list, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    evals = rows
+    rows = [r for r in rows if "loss" in r]
     if not rows:
         return
     steps = [r["step"] for r in rows]
@@ -609,16 +632,17 @@ def plot_loss(rows: list, path: Path) -> None:
     series = {"heldout_accuracy": ("held-out accuracy", "o-", "tab:green"),
               "heldout_auroc": ("held-out AUROC", "o--", "tab:olive"),
               "indist_accuracy": ("in-distribution accuracy", "s-", "tab:purple"),
-              "indist_auroc": ("in-distribution AUROC", "s--", "tab:red")}
+              "indist_auroc": ("in-distribution AUROC", "s--", "tab:red"),
+              "reading_mean": ("reading suite, mean accuracy", "D-", "tab:blue")}
     ax2 = None
     for key, (label, style, color) in series.items():
-        pts = [(r["step"], r["eval"][key]) for r in rows if isinstance(r.get("eval"), dict) and key in r["eval"]]
+        pts = [(r["step"], r["eval"][key]) for r in evals if isinstance(r.get("eval"), dict) and key in r["eval"]]
         if pts:
             ax2 = ax2 or ax.twinx()
             ax2.plot([s for s, _ in pts], [v for _, v in pts], style, color=color, label=label)
     if ax2 is not None:
         ax2.axhline(0.5, color="grey", lw=0.6)
-        ax2.set_ylabel("yes/no accuracy, AUROC")
+        ax2.set_ylabel("accuracy, AUROC")
         ax2.set_ylim(0, 1)
         ax2.legend(loc="upper right", fontsize=7)
     ax.legend(loc="upper left")
