@@ -43,6 +43,7 @@ class AuditConfig:
     n_prompts: int = 40                       # audit prompts in total (subsampled deterministically)
     layer: int | str = "50%"            # residual layer read by the oracles and the logit lens
     n_positions: int = 16                     # last tokens of each formatted prompt that are read
+    reply_tokens: int = 24                    # tokens of the target's own reply the oracles also read (0: none)
     methods: tuple[str, ...] = METHODS
     threshold: float = SECRET_THRESHOLD       # confidence at which a method reports the secret found
     top_k: int = 20                           # candidate words kept per method
@@ -74,7 +75,7 @@ class AuditConfig:
         if self.oracle is None and any(m in ORACLE_METHODS for m in self.methods):
             raise InputError("the methods oracle and oracle_diff need an oracle checkpoint: pass --oracle DIR, "
                              "or leave them out of --methods")
-        for name, lo, hi in (("n_prompts", 1, 100_000), ("n_positions", 1, 50), ("top_k", 1, 1000),
+        for name, lo, hi in (("n_prompts", 1, 100_000), ("n_positions", 1, 50), ("reply_tokens", 0, 50), ("top_k", 1, 1000),
                              ("batch_size", 1, 4096), ("max_new_tokens", 1, 64), ("n_text_answers", 0, 1000),
                              ("n_detect_prompts", 1, 1000)):
             value = getattr(self, name)

@@ -16,9 +16,9 @@ from hooks.models import LoadedModel, load_model
 from hooks.paths import REPO_ROOT
 
 from ..api import Oracle
-from ..tasks.base import format_chat
+from ..tasks.base import format_chat, tokenize_text
 from .config import ORACLE_METHODS, AuditConfig
-from .forward import chat_ids, residuals
+from .forward import chat_ids, generate_text, residuals
 from .methods import (
     DESCRIPTIONS,
     AuditContext,
@@ -31,6 +31,7 @@ from .methods import (
 )
 from .prompts import (
     CHANGE_QUESTION,
+    CONCEPT_QUESTION,
     DETECTION_PREFILL,
     GOAL_QUESTION,
     ORACLE_DETECTION_QUESTIONS,
@@ -95,13 +96,25 @@ def _echoes(lm: LoadedModel, ctx: AuditContext) -> set[str]:
     """Words of everything the models read: formatted prompts (chat template included), questions, prefills."""
     tok = lm.tokenizer
     texts = [format_chat(tok, [{"role": "user", "content": p.text}], add_generation_prompt=True) for p in ctx.prompts]
-    texts += [SECRET_QUESTION, GOAL_QUESTION, CHANGE_QUESTION, SECRET_PREFILL, DETECTION_PREFILL,
+    texts += ctx.replies  # the target never says its secret: a word it says is not one
+    texts += [SECRET_QUESTION, GOAL_QUESTION, CHANGE_QUESTION, CONCEPT_QUESTION, SECRET_PREFILL, DETECTION_PREFILL,
               *ORACLE_DETECTION_QUESTIONS, *SELF_DETECTION_QUESTIONS]
     texts += [format_chat(tok, [{"role": "user", "content": q}], add_generation_prompt=True) for q in SELF_DETECTION_QUESTIONS]
     specials = [str(t) for t in (getattr(tok, "all_special_tokens", None) or [])]
     for sp in specials:
         texts = [t.replace(sp, " ") for t in texts]
     return words_in(texts)
+
+
+def read_replies(ctx: AuditContext) -> None:
+    """The target's greedy reply to each prompt (``config.reply_tokens`` tokens) and its residuals over the reply."""
+    lm, cfg = ctx.lm, ctx.config
+    ctx.replies = generate_text(lm, ctx.prompt_ids, "target", cfg.reply_tokens, cfg.batch_size)
+    for ids, text in zip(ctx.prompt_ids, ctx.replies):
+        reply = tokenize_text(lm.tokenizer, " " + text if text else ".")[:cfg.reply_tokens]
+        ctx.reply_ids.append(ids + reply)
+        ctx.reply_positions.append(list(range(len(ids), len(ids) + len(reply))))
+    ctx.reply_vecs = residuals(lm, ctx.reply_ids, ctx.reply_positions, ctx.layer, "target", cfg.batch_size)
 
 
 def _environment(lm: LoadedModel) -> dict:
@@ -166,6 +179,8 @@ def run_audit(config: AuditConfig, lm: LoadedModel | None = None) -> dict:
         ctx = AuditContext(lm, config, layer, prompts, prompt_ids, positions, target_vecs,
                            text_idx=first_per_group(len(prompts), config.n_text_answers),
                            detect_idx=first_per_group(len(prompts), config.n_detect_prompts))
+        if config.reply_tokens:  # every method's ranking drops the reply's words, so it is read whatever runs
+            read_replies(ctx)
         vocab, echoes = _vocab(lm), _echoes(lm, ctx)
         timings["read_target_s"] = round(time.perf_counter() - t, 3)
 
