@@ -1,4 +1,4 @@
-"""The HDF5 activation store, format v1 (see DESIGN.md, "HDF5 activation store, format v1").
+"""The HDF5 activation store, format v1 (see docs/design.md, "HDF5 activation store, format v1").
 
 Layout of a store folder::
 

