@@ -326,3 +326,36 @@ def _probe_at(r: dict, size: Optional[int]) -> Optional[float]:
     if not p:
         return None
     return p[max(p) if size is None else size]["accuracy"] if (size is None or size in p) else None
+
+
+def plot_learning_curves(log_rows: list, path: Path) -> bool:
+    """Accuracy per suite row against training step, from the in-training checks of ``ao train``
+    (``train_log.jsonl`` rows with ``eval.skills``); step 0 is the untrained oracle. False when the log
+    holds no such checks (nothing is written)."""
+    pts = [(r["step"], r["eval"]["skills"]) for r in log_rows
+           if isinstance(r.get("eval"), dict) and isinstance(r["eval"].get("skills"), dict)]
+    if not pts:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(pts[0][1])
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    cmap = plt.get_cmap("tab20")
+    for i, name in enumerate(names):
+        xs = [s for s, acc in pts if name in acc]
+        ys = [acc[name] for _, acc in pts if name in acc]
+        ax.plot(xs, ys, "o-" if SKILLS[name.split(" ")[0]].trained else "x--", color=cmap(i % 20), label=name, ms=3)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("accuracy on unseen texts")
+    ax.set_ylim(0, 1)
+    ax.set_title("reading skills during training (dashed: never trained)")
+    ax.legend(fontsize=7, ncol=2, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return True

@@ -574,6 +574,9 @@ def train_oracle(
     record_portable_base(out, config.model)
     _write_log(log_path, log_rows)
     plot_loss(log_rows, out / "loss.png")
+    from .suite import plot_learning_curves
+
+    plot_learning_curves(log_rows, out / "reading_curves.png")
     from .tasks.mix import summarize
 
     summary = {
