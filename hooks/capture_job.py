@@ -16,7 +16,7 @@ from .capture import BACKENDS, capture_documents, default_workers, parse_positio
 from .errors import InputError, StoreError
 from .layers import resolve_layers
 from .models import LoadedModel, load_model, parse_dtype
-from .store import DTYPES, MANIFEST, ActivationStore, DocActs, StoreWriter, merge_manifests
+from .store import DTYPES, MANIFEST, ActivationStore, DocActs, StoreWriter, is_store_file, merge_manifests
 from .texts import check_texts
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,16 @@ def _dist_info() -> tuple[int, int]:
     return rank, world
 
 
+def _check_out_folder(out: Path) -> None:
+    """Refuse a folder that holds other files and no store: shards written among them could not be told apart."""
+    if not out.is_dir():
+        return
+    names = [p.name for p in out.iterdir()]
+    if names and not any(is_store_file(n) for n in names):
+        raise StoreError(f"{out} holds other files ({', '.join(sorted(names)[:3])}{', ...' if len(names) > 3 else ''}) "
+                         "and no store: choose a new or empty folder for --out")
+
+
 def run_capture(
     config: CaptureConfig,
     texts: Sequence[str],
@@ -126,6 +136,7 @@ def run_capture(
     texts = list(texts)
     check_texts(texts)
     rank, world = _dist_info()
+    _check_out_folder(Path(config.out))
     if lm is None:
         lm = load_model(config.model, adapter=config.adapter, dtype=config.model_dtype, device=config.device)
     layers = resolve_layers(config.layers, lm.n_layers)

@@ -47,6 +47,12 @@ _TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16":
 _SHARD_RE = re.compile(r"^shard-(\d{5,})\.h5(\.tmp)?$")
 _RANK_MANIFEST_RE = re.compile(r"^manifest-rank(\d+)\.json$")
 # Manifest fields that must match when a capture is resumed (field -> what the user calls it).
+def is_store_file(name: str) -> bool:
+    """Whether a file name is one a store writes (manifests, shards, locks)."""
+    return (name == MANIFEST or name.startswith(".lock") or bool(_SHARD_RE.match(name))
+            or bool(_RANK_MANIFEST_RE.match(name)))
+
+
 _RESUME_FIELDS = {
     "format_version": "format version", "model_spec": "model", "weights_hash": "model weights (hash)",
     "tokenizer": "tokenizer", "d_model": "d_model", "layers": "layers", "dtype": "dtype",

@@ -23,7 +23,11 @@ def load_texts(path: Union[str, Path], tokenizer=None) -> list[str]:
         raise InputError(f"no text file at {p}: pass a .txt or .jsonl file with --texts")
     if p.suffix.lower() not in (".txt", ".jsonl"):
         raise InputError(f"{p.name} is neither .txt nor .jsonl: write one document per line (.txt) or per record (.jsonl)")
-    raw = p.read_text(encoding="utf-8")
+    try:
+        raw = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{p.name} is not UTF-8 (byte {e.start}: {e.reason}): re-save it as UTF-8, "
+                         f"e.g. iconv -f latin1 -t utf-8") from None
     if p.suffix.lower() == ".txt":
         texts = [line for line in raw.splitlines() if line.strip()]
     else:

@@ -113,6 +113,27 @@ def test_missing_text_file_and_bad_options(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_text_file_that_is_not_utf8(tmp_path, capsys):
+    texts = tmp_path / "latin1.txt"
+    texts.write_bytes("caf\u00e9 au lait\n".encode("latin-1"))
+    out = tmp_path / "out"
+    rc, _, err = run_cli(capsys, "capture", "--texts", str(texts), "--out", str(out))
+    assert rc == 2
+    assert_one_error_line(err, "latin1.txt is not UTF-8", "byte 3")
+    assert not out.exists()
+
+
+def test_out_folder_with_other_files_is_refused(tmp_path, capsys, texts_file, tiny_model_dir):
+    out = tmp_path / "notes"
+    out.mkdir()
+    (out / "paper.tex").write_text("x")
+    rc, _, err = run_cli(capsys, "capture", "--model", str(tiny_model_dir), "--texts", str(texts_file),
+                         "--out", str(out))
+    assert rc == 2
+    assert_one_error_line(err, "holds other files (paper.tex)", "no store")
+    assert sorted(p.name for p in out.iterdir()) == ["paper.tex"]
+
+
 @pytest.mark.slow
 def test_non_safetensors_adapter(tmp_path, capsys, texts_file, tiny_model_dir):
     adapter = tmp_path / "adapter"
