@@ -256,6 +256,44 @@ def _dequantized(model: nn.Module) -> nn.Module:
     return model
 
 
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Whether the Hugging Face endpoint accepts a TCP connection within ``timeout_s`` (False when offline mode is set)."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
+                                 timeout=timeout_s).close()
+        return True
+    except OSError:
+        return False
+
+
+def _hub_id_is_cached_only(spec: str) -> bool:
+    """For a Hugging Face id: True when it must load from the local cache (the hub is unreachable).
+
+    Raises ModelLoadError at once when it is neither cached nor reachable, instead of letting the hub
+    client retry for minutes."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = isinstance(try_to_load_from_cache(spec, "config.json"), str)
+    except ValueError:  # not a valid repo id: from_pretrained names the problem
+        return False
+    if hub_reachable():
+        return False
+    if cached:
+        return True
+    raise ModelLoadError(f"model {spec!r} is not embedded, not a local folder and not in the Hugging Face cache, and "
+                         "the hub is unreachable from here: download it on a connected machine and pass its folder, "
+                         "or use smollm2-135m (embedded)")
+
+
 def load_model(
     spec: str = DEFAULT_MODEL,
     adapter: Optional[Union[str, Path]] = None,
@@ -310,7 +348,9 @@ def load_model(
             kwargs["dtype"] = torch.float32  # GGUF dequantizes to fp32; converted below
         else:
             source = str(path) if path.is_dir() else str(spec)
-        tok_kwargs = {k: v for k, v in kwargs.items() if k in ("gguf_file", "trust_remote_code")}
+            if not path.is_dir() and _hub_id_is_cached_only(str(spec)):
+                kwargs["local_files_only"] = True
+        tok_kwargs = {k: v for k, v in kwargs.items() if k in ("gguf_file", "trust_remote_code", "local_files_only")}
         try:
             tokenizer = AutoTokenizer.from_pretrained(source, **tok_kwargs)
             model = AutoModelForCausalLM.from_pretrained(source, **kwargs)

@@ -63,8 +63,35 @@ def tiny_store(tmp_path_factory, tiny_model_dir, texts_file) -> Path:
 # ---------------------------------------------------------------------------------------------- bad input
 
 
+@pytest.mark.parametrize("offline_env", [False, True])
+def test_unknown_model_offline_fails_at_once(tmp_path, capsys, texts_file, monkeypatch, offline_env):
+    """No network (every connection refused) and not cached: one line before any retry, with or without HF_HUB_OFFLINE."""
+    import socket
+
+    from huggingface_hub import constants
+
+    def refuse(*args, **kwargs):
+        raise OSError("network blocked by the test")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline_env)
+    out = tmp_path / "out"
+    rc, _, err = run_cli(capsys, "capture", "--model", "no-such-org/no-such-model-xyz", "--texts", str(texts_file),
+                         "--out", str(out))
+    assert rc == 2
+    assert_one_error_line(err, "'no-such-org/no-such-model-xyz' is not embedded", "not in the Hugging Face cache",
+                          "smollm2-135m")
+    assert not out.exists()
+
+
 @pytest.mark.slow
-def test_unknown_model(tmp_path, capsys, texts_file):
+def test_unknown_model_with_the_hub_reachable(tmp_path, capsys, texts_file, monkeypatch):
+    """When the hub answers, the loader's own refusal becomes the one line."""
+    import hooks.models
+
+    monkeypatch.setattr(hooks.models, "hub_reachable", lambda timeout_s=3.0: True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the loader itself must not go to the network in a test
     out = tmp_path / "out"
     rc, _, err = run_cli(capsys, "capture", "--model", "no-such-org/no-such-model-xyz", "--texts", str(texts_file),
                          "--out", str(out))

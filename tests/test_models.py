@@ -92,8 +92,11 @@ def test_missing_embedded_package_names_the_pip_command(monkeypatch):
         load_model("smollm2-135m")
 
 
-def test_unknown_model_and_bad_paths(tmp_path):
-    with pytest.raises(ModelLoadError, match="unknown model"):
+def test_unknown_model_and_bad_paths(tmp_path, monkeypatch):
+    import hooks.models as models
+
+    monkeypatch.setattr(models, "hub_reachable", lambda timeout_s=3.0: False)
+    with pytest.raises(ModelLoadError, match="not in the Hugging Face cache, and the hub is unreachable"):
         load_model("no-such-org/no-such-model-xyz")
     with pytest.raises(ModelLoadError, match="no model at"):
         load_model(str(tmp_path / "missing.gguf"))
