@@ -17,7 +17,7 @@ COMMAND_MODULES = (
     "oracle.cmd_capture",
     "oracle.cmd_oracle",
     "oracle.cmd_card",
-    "probes.cli",
+    "oracle.cmd_probe",
     "oracle.cmd_organism",
     "oracle.cmd_audit",
     "oracle.cmd_demo",

@@ -1,4 +1,4 @@
-"""Linear probes on captured activations, their metrics, and the probe-vs-oracle benchmark (probes.bench, `ao probe-bench`)."""
+"""Linear probes on captured activations and their metrics. The probe-vs-oracle benchmark (`ao probe-bench`) is oracle.probe_bench: it needs the oracle, so it sits above this package."""
 from .linear import KINDS, LinearProbe, ProbeConfig, fit_logistic_torch, train_probe
 from .metrics import accuracy, auroc, bootstrap_ci, evaluate_probe, majority_baseline
 

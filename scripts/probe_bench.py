@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Same as ``ao probe-bench``: linear probes vs the oracle (see probes/bench.py).
+"""Same as ``ao probe-bench``: linear probes vs the oracle (see oracle/probe_bench.py).
 
     python scripts/probe_bench.py --out runs/probe-bench --n 200
 """

@@ -1,4 +1,4 @@
-"""The probe-vs-oracle benchmark (probes/bench.py, ``ao probe-bench``) on tiny models and synthetic stores."""
+"""The probe-vs-oracle benchmark (oracle/probe_bench.py, ``ao probe-bench``) on tiny models and synthetic stores."""
 from __future__ import annotations
 
 import csv
@@ -10,7 +10,7 @@ import torch
 
 from hooks.errors import InputError, StoreError
 from hooks.store import MANIFEST, ActivationStore, DocActs, StoreWriter
-from probes.bench import (check_labels, label_counts, labels_to_match, prepare_dataset, probe_accuracy,
+from oracle.probe_bench import (check_labels, label_counts, labels_to_match, prepare_dataset, probe_accuracy,
                           run_probe_bench)
 
 
@@ -112,7 +112,7 @@ def test_bench_end_to_end_tiny_and_reuses_stores(tmp_path, caplog):
     datasets = {"apples": _toy("apple", "zebra"), "fam/cats": _toy("cat", "dog")}
     out = tmp_path / "bench"
     kw = dict(lm=lm, model="tiny-llama", datasets=datasets, n=24, n_boot=20, progress=False, Cs=(1.0,))
-    with caplog.at_level(logging.WARNING, logger="probes.bench"):
+    with caplog.at_level(logging.WARNING, logger="oracle.probe_bench"):
         res = run_probe_bench(out, oracle_path=tmp_path / "missing-oracle", **kw)
     assert "no oracle checkpoint" in caplog.text
     for stem in ("apples", "fam__cats"):
@@ -129,7 +129,7 @@ def test_bench_end_to_end_tiny_and_reuses_stores(tmp_path, caplog):
     assert "| apples |" in summary and "| fam/cats |" in summary and "trained oracle skipped" in summary
     assert "labels to match untrained" in summary
 
-    manifests = {p: (p / MANIFEST).stat().st_mtime_ns for p in (out / "stores").iterdir()}
+    manifests = {p: (p / MANIFEST).stat().st_mtime_ns for p in (out / "stores").iterdir() if p.is_dir()}
     assert len(manifests) == 2
     res2 = run_probe_bench(out, oracle_path=None, untrained=False, **kw)
     assert {p: (p / MANIFEST).stat().st_mtime_ns for p in manifests} == manifests   # stores reused, not rewritten

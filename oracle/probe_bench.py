@@ -39,8 +39,8 @@ import numpy as np
 
 from hooks.errors import InputError, StoreError
 
-from .linear import LinearProbe, ProbeConfig
-from .metrics import accuracy, auroc, bootstrap_ci, majority_baseline
+from probes.linear import LinearProbe, ProbeConfig
+from probes.metrics import accuracy, auroc, bootstrap_ci, majority_baseline
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ def prepare_dataset(name: str, texts: Sequence[str], labels: Any, question: str,
 
 def default_dataset_names(data_dir: Optional[PathLike] = None, include_train_families: bool = False) -> list[str]:
     """The held-out sets (``singular_plural``, the ``engels`` files), plus a few training families when asked."""
-    from oracle.tasks.classification import heldout_dataset_names
+    from .tasks.classification import heldout_dataset_names
 
     names = heldout_dataset_names(data_dir)
     return names + (list(TRAIN_FAMILIES) if include_train_families else [])
@@ -159,8 +159,8 @@ def load_dataset(name: str, data_dir: Optional[PathLike] = None, tokenizer: Any 
     review is positive; ``gmt/<file>`` whether the statement is true. Texts longer than
     ``max_tokens`` tokens (with ``tokenizer``) are dropped.
     """
-    from oracle.tasks.base import resolve_data_dir
-    from oracle.tasks.classification import (_gmt_rows, _heldout_rows, _questions, _sst2_rows,
+    from .tasks.base import resolve_data_dir
+    from .tasks.classification import (_gmt_rows, _heldout_rows, _questions, _sst2_rows,
                                              heldout_dataset_names)
 
     root = str(resolve_data_dir(data_dir))
@@ -206,7 +206,7 @@ def ensure_store(path: PathLike, texts: Sequence[str], lm: Any, layers: Sequence
 
     path = Path(path)
     digest = _texts_hash(texts)
-    sidecar = path / SIDECAR
+    sidecar = path.with_name(f"{path.name}.{SIDECAR}")  # beside the store: capture refuses a folder with other files
     resume = False
     if (path / MANIFEST).is_file():
         store = ActivationStore(path)
@@ -223,7 +223,7 @@ def ensure_store(path: PathLike, texts: Sequence[str], lm: Any, layers: Sequence
             log.info("reusing store %s (%d docs)", path, store.n_docs)
             return store
         resume = True
-    path.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = sidecar.with_name(sidecar.name + ".tmp")
     tmp.write_text(json.dumps({"texts_sha256": digest, "n_docs": len(texts)}) + "\n")
     tmp.replace(sidecar)
@@ -276,7 +276,7 @@ def probe_accuracy(store: Any, labels: Any, layer: int, pooling: str, train_idx:
 def oracle_accuracy(oracle: Any, X_ND: Any, layer: int, question: str, y: Any, n_boot: int = 1000,
                     seed: int = 0, batch_size: int = 32) -> dict:
     """Zero-shot accuracy of ``oracle`` answering ``question`` about each activation row (Yes iff P(Yes) >= 0.5)."""
-    from oracle.api import Query
+    from .api import Query
 
     queries = [Query(X_ND[i], question, layer=int(layer)) for i in range(len(X_ND))]
     p = np.asarray(oracle.yes_probability_batch(queries, batch_size=batch_size), dtype=np.float64)
@@ -293,7 +293,7 @@ def _auroc(y01: np.ndarray, scores: np.ndarray) -> Union[float, str]:
 
 def _load_oracles(lm: Any, oracle_path: Optional[PathLike], untrained: bool) -> dict[str, Any]:
     """``{"oracle_trained": ..., "oracle_untrained": ...}``; a missing checkpoint is skipped with a warning."""
-    from oracle.api import Oracle
+    from .api import Oracle
 
     out: dict[str, Any] = {}
     if oracle_path is not None:
