@@ -24,10 +24,12 @@ from typing import Optional, Sequence
 
 from hooks.errors import InputError
 
-from .base import (MAX_POSITIONS, OracleExample, PathLike, allocate, balanced_layers, check_n, check_split,
-                   data_file, decode, make_rng, special_ids, split_of, tokenize_chat, tokenize_text)
+from .base import (EVAL_FRACTION, MAX_POSITIONS, OracleExample, PathLike, allocate, balanced_layers, check_n,
+                   check_split, data_file, decode, make_rng, special_ids, split_of, tokenize_chat, tokenize_text)
 
 log = logging.getLogger(__name__)
+
+ONPOLICY_DATASET = "onpolicy"
 
 FAMILY = "context_prediction"
 
@@ -311,8 +313,6 @@ def build_context_prediction(
             raise InputError("the onpolicy source needs chats=...: build them with generate_onpolicy_chats(...)")
         weights.pop("onpolicy", None)
     elif weights.get("onpolicy", 0) > 0:
-        from .onpolicy import onpolicy_chat_records
-
         records = onpolicy_chat_records(chats, split)
         if not records and any(w > 0 for k, w in weights.items() if k != "onpolicy"):
             log.warning("none of the %d on-policy chats is in split %r; using the other sources", len(chats), split)
@@ -341,4 +341,26 @@ def build_context_prediction(
     for ex, layer in zip(out, balanced_layers(rng, len(out), n_layers)):
         ex.layer = layer
     log.info("built %d context-prediction examples (%s split) from %s", len(out), split, counts)
+    return out
+
+
+def onpolicy_chat_records(chats: Sequence[Sequence[dict]], split: str = "train",
+                          eval_fraction: float = EVAL_FRACTION) -> list[tuple[str, list[dict], dict]]:
+    """``(dataset, messages, meta)`` of the chats in ``split`` (hash of the first user turn).
+
+    Example:
+        >>> chat = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+        >>> recs = onpolicy_chat_records([chat])
+        >>> [r[0] for r in recs] in ([], ["onpolicy"])
+        True
+    """
+    check_split(split)
+    out = []
+    for chat in chats:
+        msgs = [{"role": str(m["role"]), "content": str(m["content"])} for m in chat]
+        user = next((m["content"] for m in msgs if m["role"] == "user"), "")
+        if not any(m["role"] == "assistant" and m["content"].strip() for m in msgs):
+            continue
+        if split_of(user, eval_fraction, salt="onpolicy") == split:
+            out.append((ONPOLICY_DATASET, msgs, {"split": split}))
     return out

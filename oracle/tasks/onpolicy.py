@@ -19,11 +19,11 @@ from hooks.errors import InputError
 from .base import (EVAL_FRACTION, MAX_POSITIONS, OracleExample, PathLike, atomic_write_text, balanced_layers,
                    check_n, check_split, data_file, format_chat, make_rng, read_lines, resolve_data_dir, split_of,
                    tokenize_text)
+from .context_prediction import examples_from_chats, onpolicy_chat_records
 
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
-DATASET = "onpolicy"
 
 #: simple question templates, filled with subjects of the relations data
 QUESTION_TEMPLATES = (
@@ -200,28 +200,6 @@ def load_onpolicy_chats(cache_path: PathLike) -> list[list[dict]]:
     return [[{"role": "user", "content": p}, {"role": "assistant", "content": r}] for p, r in cache["replies"].items()]
 
 
-def onpolicy_chat_records(chats: Sequence[Sequence[dict]], split: str = "train",
-                          eval_fraction: float = EVAL_FRACTION) -> list[tuple[str, list[dict], dict]]:
-    """``(dataset, messages, meta)`` of the chats in ``split`` (hash of the first user turn).
-
-    Example:
-        >>> chat = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
-        >>> recs = onpolicy_chat_records([chat])
-        >>> [r[0] for r in recs] in ([], ["onpolicy"])
-        True
-    """
-    check_split(split)
-    out = []
-    for chat in chats:
-        msgs = [{"role": str(m["role"]), "content": str(m["content"])} for m in chat]
-        user = next((m["content"] for m in msgs if m["role"] == "user"), "")
-        if not any(m["role"] == "assistant" and m["content"].strip() for m in msgs):
-            continue
-        if split_of(user, eval_fraction, salt="onpolicy") == split:
-            out.append((DATASET, msgs, {"split": split}))
-    return out
-
-
 def build_onpolicy_context_prediction(
     tokenizer,
     n_layers: int,
@@ -241,8 +219,6 @@ def build_onpolicy_context_prediction(
 
     ``data_dir`` is unused (kept for the common builder signature).
     """
-    from .context_prediction import examples_from_chats
-
     n, split = check_n(n), check_split(split)
     if chats is None:
         if cache_path is None:
