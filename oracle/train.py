@@ -371,9 +371,30 @@ def make_batch(lm: LoadedModel, config: TrainConfig, examples, idx, store, scale
 # Checkpointing (safetensors only)
 
 
+#: settings a resumed run may change: they steer bookkeeping, not what is learned
+RESUME_FREE_FIELDS = frozenset({"out", "steps", "time_budget_s", "eval_every", "eval_examples", "save_every",
+                                "device", "data_dir", "store_dir"})
+
+
+def check_resume_settings(config: "TrainConfig", out: Path) -> None:
+    """Refuse to resume a run whose saved settings differ from ``config``, naming the fields that differ."""
+    state = out / TRAIN_STATE / "state.json"
+    if not state.exists():
+        return
+    saved = json.loads(state.read_text()).get("config")
+    if saved is None:  # saved before settings were recorded
+        return
+    now = json.loads(json.dumps(dataclasses.asdict(config), default=str))
+    diff = [f"{k}: {saved[k]!r} -> {now[k]!r}" for k in sorted(now)
+            if k not in RESUME_FREE_FIELDS and k in saved and saved[k] != now[k]]
+    if diff:
+        raise CheckpointError(f"{out} holds a run started with other settings ({'; '.join(diff)}): rerun with the "
+                              f"same settings, or delete {out / TRAIN_STATE} to start over")
+
+
 def save_train_state(lm: LoadedModel, optimizer: torch.optim.Optimizer, step: int, out: Path, log_rows: list,
-                     adapter: str = "oracle") -> None:
-    """Adapter + optimizer moments + step, atomically (write into a tmp folder, then rename)."""
+                     adapter: str = "oracle", config: Optional[dict] = None) -> None:
+    """Adapter + optimizer moments + step (+ the run's settings), atomically (a tmp folder, then a rename)."""
     from safetensors.torch import save_file
 
     final = out / TRAIN_STATE
@@ -390,7 +411,10 @@ def save_train_state(lm: LoadedModel, optimizer: torch.optim.Optimizer, step: in
             if torch.is_tensor(v):
                 tensors[f"{n}::{k}"] = v.detach().cpu().contiguous()
     save_file(tensors, str(tmp / "optimizer.safetensors"))
-    (tmp / "state.json").write_text(json.dumps({"step": step, "log": log_rows}))
+    state = {"step": step, "log": log_rows}
+    if config is not None:
+        state["config"] = json.loads(json.dumps(config, default=str))
+    (tmp / "state.json").write_text(json.dumps(state))
     if final.exists():
         old = out / (TRAIN_STATE + ".old")
         final.rename(old)
@@ -452,6 +476,7 @@ def train_oracle(
     started = time.perf_counter()
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
+    check_resume_settings(config, out)
     if lm is None:
         lm = load_model(config.model, device=config.device)
     if examples is None:
@@ -558,10 +583,10 @@ def train_oracle(
             bar.update(1)
             bar.set_postfix_str(f"loss {float(loss):.3f}" + (f" {row['examples_per_s']:.1f} ex/s" if "examples_per_s" in row else ""))
         if step % config.save_every == 0 or step == config.total_steps:
-            save_train_state(lm, optimizer, step, out, log_rows)
+            save_train_state(lm, optimizer, step, out, log_rows, config=dataclasses.asdict(config))
             _write_log(log_path, log_rows)
         if stop_after is not None and done_here >= stop_after and step < config.total_steps:
-            save_train_state(lm, optimizer, step, out, log_rows)
+            save_train_state(lm, optimizer, step, out, log_rows, config=dataclasses.asdict(config))
             _write_log(log_path, log_rows)
             if bar:
                 bar.close()

@@ -1,6 +1,7 @@
 """Oracle core: injection, prompt, batching, training step, crash-and-resume, the query API, bad input."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 
@@ -184,6 +185,44 @@ def _train(tmp_path, name, stop_after=None):
     return train_oracle(cfg, lm=lm, examples=_examples(16), stop_after=stop_after), cfg
 
 
+def test_in_training_evaluation_injects_where_the_run_does(tmp_path):
+    """The evaluation's oracle carries the run's injection layer, coefficient and placeholder, and its forward
+    pass really adds the vectors at the output of that block."""
+    import hooks.inject as inject
+    from oracle.train import TrainConfig, train_oracle
+
+    lm = tiny_loaded("llama", seed=5)
+    seen = []
+
+    def eval_fn(oracle):
+        calls = []
+        real = inject.inject_at
+
+        def spy(model, layer, *args, **kwargs):
+            calls.append((layer, args[-1] if len(args) >= 4 else kwargs.get("coef")))
+            return real(model, layer, *args, **kwargs)
+
+        import oracle.api as api
+        api.inject_at, saved = spy, api.inject_at
+        try:
+            oracle.yes_probability(torch.randn(1, lm.d_model), "Is it?")
+        finally:
+            api.inject_at = saved
+        seen.append((oracle.card.injection_layer, oracle.card.coef, oracle.card.placeholder, calls))
+        return {}
+
+    cfg = TrainConfig(out=str(tmp_path / "run"), model="tiny-llama", steps=2, batch_size=4, lr=1e-3, warmup_steps=1,
+                      save_every=2, eval_every=2, lora_r=4, activations="on_the_fly", placeholder="?", onpolicy=0,
+                      injection_layer=0, coef=0.5, seed=1)
+    train_oracle(cfg, lm=lm, examples=_examples(8), eval_fn=eval_fn)
+    assert len(seen) == 2   # step 0 (untrained) and the last step
+    for layer, coef, placeholder, calls in seen:
+        assert (layer, coef, placeholder) == (0, 0.5, "?")
+        assert calls and all(c == (0, 0.5) for c in calls)
+    card = json.loads((tmp_path / "run" / "oracle.json").read_text())
+    assert (card["injection_layer"], card["coef"]) == (0, 0.5)
+
+
 def test_crash_and_resume_gives_the_same_adapter(tmp_path):
     from safetensors.torch import load_file
 
@@ -201,6 +240,18 @@ def test_crash_and_resume_gives_the_same_adapter(tmp_path):
     assert card["training"]["steps"] == 6 and card["train_config"]["lora_r"] == 4
     assert (tmp_path / "crash" / "loss.png").exists() and (tmp_path / "crash" / "train_log.jsonl").exists()
     assert not (tmp_path / "crash" / "train_state").exists()
+
+
+def test_resuming_with_changed_settings_names_the_fields(tmp_path):
+    from oracle.train import TrainConfig, train_oracle
+
+    part, cfg = _train(tmp_path, "crash", stop_after=2)
+    assert part == {"stopped_at": 2}
+    changed = dataclasses.replace(cfg, lr=2e-3, lora_r=8, eval_every=3, time_budget_s=60.0)
+    lm = tiny_loaded("llama", seed=5)
+    with pytest.raises(CheckpointError, match=r"other settings \(lora_r: 4 -> 8; lr: 0.001 -> 0.002\)") as e:
+        train_oracle(changed, lm=lm, examples=_examples(16))
+    assert "delete" in str(e.value) and "train_state" in str(e.value)
 
 
 def test_input_scaling_ships_with_the_adapter_and_the_oracle_applies_it(tmp_path):
@@ -332,6 +383,14 @@ def test_bad_input_to_the_oracle(shipped):
         shipped.ask(torch.randn(1, 576), "why " * 9000, max_new_tokens=2)
     with pytest.raises(InputError, match="diff=True needs a target adapter"):
         shipped.ask("hello", "What?", diff=True)
+    with pytest.raises(InputError, match="NaN or inf"):
+        shipped.ask(torch.full((1, 576), float("nan")), "What is it?", max_new_tokens=2)
+    n = len(shipped.encode("The cat sat."))
+    with pytest.raises(InputError, match=f"position 100 is outside the text, which has {n} tokens"):
+        shipped.ask("The cat sat.", "What is it?", positions=100, max_new_tokens=2)
+    with pytest.raises(InputError, match="outside the text"):
+        shipped.ask("The cat sat.", "What is it?", positions=[0, -n - 1], max_new_tokens=2)
+    assert shipped._positions(n, -1) == [n - 1] and shipped._positions(n, [0, -2]) == [0, n - 2]
 
 
 def test_oracle_card_for_another_base_model_is_refused(tmp_path):
