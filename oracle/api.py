@@ -52,6 +52,14 @@ def yes_no_token_ids(tokenizer) -> tuple[int, int]:
     return tuple(tokenizer.encode(w, add_special_tokens=False)[0] for w in ("Yes", "No"))  # type: ignore[return-value]
 
 
+def _one_position(p: int, n: int) -> int:
+    """Index into a text of ``n`` tokens; negative counts from the end. Out of range is an error, not a wrap."""
+    p = int(p)
+    if not -n <= p < n:
+        raise InputError(f"position {p} is outside the text, which has {n} tokens: use 0..{n - 1} or -{n}..-1")
+    return p % n
+
+
 class Oracle:
     """An activation oracle: a base model plus a LoRA adapter that reads injected activations.
 
@@ -164,11 +172,9 @@ class Oracle:
             if positions in ("all", "full"):
                 return list(range(max(0, n - 50), n))
             raise InputError(f"positions {positions!r}: use 'last', 'all', an int, a list or a slice")
-        if isinstance(positions, int):
-            return [positions % n]
         if isinstance(positions, slice):
             return list(range(n))[positions] or [n - 1]
-        out = [int(p) % n for p in positions]
+        out = [_one_position(p, n) for p in ([positions] if isinstance(positions, int) else positions)]
         if not out:
             raise InputError("positions is empty")
         return out
@@ -200,6 +206,9 @@ class Oracle:
                 if v.dim() != 2 or v.shape[-1] != self.lm.d_model:
                     raise InputError(f"activations of shape {tuple(q.source.shape)} do not fit the oracle: it reads "
                                      f"vectors of width {self.lm.d_model} (shape (K, {self.lm.d_model}))")
+                if not torch.isfinite(v).all():
+                    raise InputError(f"activations passed to query {i} hold NaN or inf values: "
+                                     "check the capture that produced them")
                 vecs[i] = v.to(self.lm.device)
             else:
                 by_layer.setdefault(layers[i], []).append(i)
