@@ -310,12 +310,12 @@ def test_resume_with_other_model_or_settings_raises(tmp_path, docs):
 def test_exception_in_write_shard_leaves_no_file(tmp_path, docs, monkeypatch):
     path = tmp_path / "s"
     with writer(path) as w:
-        import hooks.store as store_mod
+        import hooks.store_writer as store_mod
 
         def boom(*a, **k):
             raise RuntimeError("disk full")
 
-        monkeypatch.setattr(store_mod, "_fsync_file", boom)
+        monkeypatch.setattr(store_mod, "fsync_file", boom)
         with pytest.raises(RuntimeError, match="disk full"):
             w.write_shard(0, 0, docs[:3])
         assert not list(path.glob("shard-*"))

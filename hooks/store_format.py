@@ -1,0 +1,215 @@
+"""Store format v1: names, dtypes, the per-document record, and the file helpers (atomic JSON, fsync,
+checksums, locks) shared by the writer and the reader. The folder layout is described in :mod:`hooks.store`."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import h5py
+import numpy as np
+import torch
+
+from .errors import InputError, StoreError
+
+STORE_FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+DTYPES = ("float32", "float16", "bfloat16")
+NP_DTYPES = {"float32": np.dtype(np.float32), "float16": np.dtype(np.float16), "bfloat16": np.dtype(np.uint16)}
+TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+SHARD_RE = re.compile(r"^shard-(\d{5,})\.h5(\.tmp)?$")
+RANK_MANIFEST_RE = re.compile(r"^manifest-rank(\d+)\.json$")
+
+
+def is_store_file(name: str) -> bool:
+    """Whether a file name is one a store writes (manifests, shards, locks)."""
+    return (name == MANIFEST or name.startswith(".lock") or bool(SHARD_RE.match(name))
+            or bool(RANK_MANIFEST_RE.match(name)))
+
+
+# Manifest fields that must match when a capture is resumed (field -> what the user calls it).
+RESUME_FIELDS = {
+    "format_version": "format version", "model_spec": "model", "weights_hash": "model weights (hash)",
+    "tokenizer": "tokenizer", "d_model": "d_model", "layers": "layers", "dtype": "dtype",
+    "capture_options": "capture options", "docs_per_shard": "docs_per_shard",
+}
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def shard_name(shard_index: int) -> str:
+    """File name of shard ``shard_index``.
+
+    Example:
+        >>> shard_name(3)
+        'shard-00003.h5'
+    """
+    return f"shard-{shard_index:05d}.h5"
+
+
+@dataclass
+class DocActs:
+    """The stored rows of one document.
+
+    ``tokens`` and ``positions`` are int32 ``(T,)``; ``acts`` maps layer -> ``(T, d_model)``
+    (any float dtype when writing; float32 torch tensors when read back).
+
+    Example:
+        >>> d = DocActs(tokens=np.array([5, 6], np.int32), positions=np.array([0, 1], np.int32),
+        ...             acts={3: torch.zeros(2, 8)})
+        >>> d.n_tokens
+        2
+    """
+
+    tokens: np.ndarray
+    positions: np.ndarray
+    acts: dict[int, Any]
+
+    @property
+    def n_tokens(self) -> int:
+        """Number of stored rows ``T``.
+
+        Example:
+            >>> DocActs(np.zeros(4, np.int32), np.arange(4, dtype=np.int32), {}).n_tokens
+            4
+        """
+        return int(len(self.tokens))
+
+
+# ----------------------------------------------------------------------------------------------
+# small helpers: atomic files, hashing, dtype conversion, locks
+
+
+def fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. a platform that cannot open folders
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: Path, obj: dict) -> None:
+    """Write ``obj`` as JSON to ``path``: tmp file + fsync + os.replace + fsync of the folder."""
+    tmp = path.with_name(path.name + ".tmp")
+    text = json.dumps(obj, indent=1) + "\n"
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def normalize_json(obj: Any) -> Any:
+    """Round-trip through JSON so tuples/lists and int keys compare as they will once stored."""
+    try:
+        return json.loads(json.dumps(obj, sort_keys=True))
+    except (TypeError, ValueError) as e:
+        raise InputError(f"capture options must be JSON-serializable ({e}): pass plain numbers, strings and lists") from None
+
+
+def to_storage(acts_TD: Any, dtype: str) -> np.ndarray:
+    """Convert a ``(T, D)`` float tensor/array to the numpy array stored for ``dtype``.
+
+    bfloat16 is rounded by torch and stored as its raw bits in uint16 (bitwise exact).
+
+    Example:
+        >>> to_storage(torch.ones(1, 2), "bfloat16")
+        array([[16256, 16256]], dtype=uint16)
+    """
+    acts_TD = torch.as_tensor(acts_TD)
+    if not (acts_TD.is_floating_point()):
+        raise InputError(f"activations must be a float tensor, got {acts_TD.dtype}: pass the residuals as floats")
+    acts_TD = acts_TD.detach().to("cpu", TORCH_DTYPES[dtype]).contiguous()
+    if dtype == "bfloat16":
+        return acts_TD.view(torch.int16).numpy().view(np.uint16)
+    return acts_TD.numpy()
+
+
+def from_storage(raw_TD: np.ndarray, dtype: str) -> torch.Tensor:
+    """Inverse of :func:`to_storage`: stored array -> float32 torch tensor.
+
+    Example:
+        >>> from_storage(to_storage(torch.tensor([[1.5]]), "bfloat16"), "bfloat16")
+        tensor([[1.5000]])
+    """
+    raw_TD = np.ascontiguousarray(raw_TD)
+    if dtype == "bfloat16":
+        return torch.from_numpy(raw_TD.view(np.int16)).view(torch.bfloat16).float()
+    return torch.from_numpy(raw_TD).float()
+
+
+def pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def read_pid(lock: Path) -> Optional[int]:
+    try:
+        return int(lock.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def owned_by_rank(shard_index: int, rank: int, world_size: int) -> bool:
+    return shard_index % world_size == rank
+
+
+def h5_create(path: Path) -> h5py.File:
+    """Create an HDF5 file with no timestamps and fixed format bounds, so equal content gives equal bytes."""
+    fcpl = h5py.h5p.create(h5py.h5p.FILE_CREATE)
+    fcpl.set_obj_track_times(False)
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_libver_bounds(h5py.h5f.LIBVER_EARLIEST, h5py.h5f.LIBVER_V110)
+    fid = h5py.h5f.create(os.fsencode(path), h5py.h5f.ACC_TRUNC, fapl=fapl, fcpl=fcpl)
+    return h5py.File(fid)
+
+
+def h5_group(parent: h5py.Group, name: str) -> h5py.Group:
+    gcpl = h5py.h5p.create(h5py.h5p.GROUP_CREATE)
+    gcpl.set_obj_track_times(False)
+    return h5py.Group(h5py.h5g.create(parent.id, name.encode(), gcpl=gcpl))
+
+def load_json(path: Path) -> dict:
+    """A manifest, or one StoreError line when it is unreadable."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise StoreError(f"the manifest {path} is unreadable ({e}): restore it, or recapture into another --out") from None
