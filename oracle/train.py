@@ -3,7 +3,6 @@ placeholder tokens of the oracle prompt. Resumable, logged, evaluated on held-ou
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -11,9 +10,8 @@ import os
 import platform
 import random
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import torch
 
@@ -23,163 +21,16 @@ from hooks.store import ActivationStore, DocActs, StoreWriter
 
 from .batching import capture_contexts, make_oracle_batch, target_vectors
 from .card import OracleCard, write_card
-from .scaling import SCALINGS, STATS_FILE, InputScaler
-from .tasks.base import FAMILIES, OracleExample, save_examples, load_examples, source_layers
+from .scaling import STATS_FILE, InputScaler
+from .tasks.base import OracleExample, load_examples, save_examples, source_layers
+from .train_checkpoint import (TRAIN_STATE, check_resume_settings, load_train_state, promote_adapter, remove_tree,
+                               save_train_state, write_log_jsonl)
+from .train_config import TrainConfig, use_bf16
+
+if TYPE_CHECKING:
+    from .api import Oracle
 
 log = logging.getLogger(__name__)
-
-TRAIN_STATE = "train_state"
-
-
-def _opt(default, help: str, kind: Optional[type] = None):
-    """A config field with its ``--help`` text (and, for ``None`` defaults, the type its flag parses to)."""
-    return field(default=default, metadata={"help": help, "kind": kind or type(default)})
-
-
-@dataclass
-class TrainConfig:
-    """One oracle training job. Drives ``ao train`` and is saved in the checkpoint card.
-
-    Example:
-        >>> cfg = TrainConfig(out="runs/oracle", n_examples=64, steps=4)
-        >>> cfg.total_steps
-        4
-    """
-
-    out: str = _opt("checkpoints/oracle-smollm2-135m", "checkpoint folder (adapter, card, log, loss curve)")
-    model: str = _opt("smollm2-135m", "base model: embedded name, Hugging Face id, local folder or .gguf path")
-    n_examples: int = _opt(6000, "training examples built from the task mix")
-    mix: dict = field(default_factory=lambda: {"reading": 1.0},
-                      metadata={"help": 'task-family weights as JSON, e.g. {"reading":0.8,"context_prediction":0.2} '
-                                        '(default: the reading skills only; why in docs/experiments/)'})
-    skills: Optional[dict] = field(default=None, metadata={
-        "help": 'reading-skill weights as JSON, e.g. {"word_at":1.0} (default: oracle.tasks.reading.'
-                'DEFAULT_SKILL_WEIGHTS)'})
-    open_class_frac: float = _opt(0.5, "share of classification examples asking the open question (\"Which tense is "
-                                       "this sentence in?\", answered with the class name) instead of a yes/no one")
-    negated_question_frac: float = _opt(0.25, "share of the yes/no classification questions that are negated (\"Is this "
-                                              "review not positive?\"), as half the engels held-out questions are")
-    steps: Optional[int] = _opt(None, "optimizer steps (default: one pass over the examples)", int)
-    batch_size: int = _opt(16, "examples per optimizer step")
-    lr: float = _opt(5e-4, "peak learning rate (linear warm-up, then cosine to 10%%)")
-    warmup_steps: int = _opt(50, "linear warm-up steps")
-    weight_decay: float = _opt(0.0, "AdamW weight decay")
-    loss_per: str = _opt("example", "example: every example's answer weighs the same (a Yes/No as much as a 10-token "
-                                    "continuation); token: the mean over all answer tokens of the batch")
-    lora_r: int = _opt(16, "LoRA rank (all linear layers)")
-    lora_alpha: int = _opt(32, "LoRA alpha")
-    lora_dropout: float = _opt(0.0, "LoRA dropout")
-    injection_layer: int = _opt(1, "oracle block whose output receives the activations")
-    coef: float = _opt(1.0, "injection coefficient: h + coef * |h| * v/|v|")
-    input_scaling: str = _opt("standardize", "standardize: z-score each dimension of the target activations "
-                                             "(per-layer mean and std of the first --scaling-examples training "
-                                             "examples, shipped beside the adapter) before injecting; none: inject "
-                                             "them raw, as the published Activation Oracle checkpoints do")
-    scaling_examples: int = _opt(1024, "training examples whose activations measure the input scaling")
-    placeholder: str = _opt(" ?", "placeholder token of the oracle prompt (must be one token)")
-    activations: str = _opt("store", "store (captured once into HDF5, resumable) or on_the_fly")
-    store_dir: Optional[str] = _opt(None, "where the HDF5 activation cache goes (default: runs/acts-<out name>-<hash of the task mix>)", str)
-    max_context_tokens: int = _opt(64, "longest source context, in tokens")
-    eval_every: int = _opt(200, "steps between held-out checks")
-    eval_examples: int = _opt(64, "examples per held-out check")
-    save_every: int = _opt(200, "steps between resumable checkpoints")
-    seed: int = _opt(0, "seed for the example mix and the adapter init")
-    device: str = _opt("cpu", "cpu, cuda, cuda:N or mps")
-    precision: str = _opt("auto", "auto (bf16 where the hardware supports it), bf16 or fp32")
-    data_dir: Optional[str] = _opt(None, "shared data folder (default: $AO_DATA_DIR or ../shared/data)", str)
-    examples_file: Optional[str] = _opt(None, "reuse a saved example list (JSONL) instead of building one", str)
-    onpolicy_chats: Optional[str] = _opt(None, "JSON cache of chats written by the base model", str)
-    onpolicy: int = _opt(512, "chats the base model writes (once, cached) when no cache is given")
-    time_budget_s: Optional[float] = _opt(None, "fit the training into this many seconds (steps cut after a speed probe)",
-                                          float)
-
-    def __post_init__(self) -> None:
-        if self.activations not in ("store", "on_the_fly"):
-            raise InputError(f"--activations must be store or on_the_fly, not {self.activations!r}")
-        if self.loss_per not in ("example", "token"):
-            raise InputError(f"--loss-per must be example or token, not {self.loss_per!r}")
-        if self.input_scaling not in SCALINGS:
-            raise InputError(f"--input-scaling must be {' or '.join(SCALINGS)}, not {self.input_scaling!r}")
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise InputError(f"--precision must be auto, bf16 or fp32, not {self.precision!r}")
-        for name in ("n_examples", "batch_size", "lora_r", "eval_every", "save_every", "max_context_tokens",
-                     "scaling_examples"):
-            if getattr(self, name) < 1:
-                raise InputError(f"--{name.replace('_', '-')} must be at least 1")
-        if self.steps is not None and self.steps < 1:
-            raise InputError("--steps must be at least 1")
-        if not 0.0 <= self.open_class_frac <= 1.0:
-            raise InputError(f"--open-class-frac {self.open_class_frac} must be a share between 0 and 1")
-        if not 0.0 <= self.negated_question_frac <= 1.0:
-            raise InputError(f"--negated-question-frac {self.negated_question_frac} must be a share between 0 and 1")
-        if not 0 < self.lr < 1:
-            raise InputError(f"--lr {self.lr} is not a sensible learning rate (try 5e-4)")
-        bad = sorted(set(self.mix) - set(FAMILIES))
-        if bad:
-            raise InputError(f"--mix names unknown task famil(ies) {bad}: use {', '.join(FAMILIES)}")
-        if any(not isinstance(w, (int, float)) or w < 0 for w in self.mix.values()) or sum(self.mix.values()) <= 0:
-            raise InputError(f"--mix weights must be non-negative numbers with a positive sum, not {self.mix}")
-        if self.skills is not None:
-            from .tasks.reading import SKILLS, check_skills
-
-            check_skills(list(self.skills))
-            held = [k for k in self.skills if not SKILLS[k].trained]
-            if held:
-                raise InputError(f"--skills names {held}, held out from training: drop it")
-            if any(not isinstance(w, (int, float)) or w < 0 for w in self.skills.values()) or \
-                    sum(self.skills.values()) <= 0:
-                raise InputError(f"--skills weights must be non-negative numbers with a positive sum, not {self.skills}")
-
-    @property
-    def total_steps(self) -> int:
-        """Optimizer steps of the whole run."""
-        return self.steps if self.steps is not None else max(1, math.ceil(self.n_examples / self.batch_size))
-
-    @property
-    def examples_key(self) -> str:
-        """A short hash of the fields that decide which examples are built: two runs share an example list or
-        an activation cache only if they agree on all of them (a resumed run does).
-
-        Example:
-            >>> TrainConfig(out="a/oracle").examples_key == TrainConfig(out="b/oracle").examples_key
-            True
-            >>> TrainConfig(out="a/oracle").examples_key == TrainConfig(out="a/oracle", open_class_frac=0).examples_key
-            False
-        """
-        fields = {k: getattr(self, k) for k in ("model", "n_examples", "mix", "open_class_frac", "negated_question_frac",
-                                                *(("skills",) if self.skills else ()),
-                                                "max_context_tokens", "seed", "onpolicy", "onpolicy_chats")}
-        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
-
-    @property
-    def store_path(self) -> Path:
-        """Where target activations are cached (outside the checkpoint folder: it can be large); the default name
-        carries :attr:`examples_key`, so a run with another task mix never reads this one's cache."""
-        return Path(self.store_dir) if self.store_dir else Path("runs") / f"acts-{Path(self.out).name}-{self.examples_key}"
-
-    @property
-    def examples_path(self) -> Path:
-        """The example list of the run: ``--examples-file``, else a JSONL beside the activation cache, named by
-        :attr:`examples_key` (built once, reused when the run resumes)."""
-        if self.examples_file:
-            return Path(self.examples_file)
-        return self.store_path.parent / f"examples-{Path(self.out).name}-{self.examples_key}.jsonl"
-
-
-def use_bf16(config: TrainConfig, device: torch.device) -> bool:
-    """bf16 autocast where it pays: always on CUDA, on CPU only with native bf16 support."""
-    if config.precision != "auto":
-        return config.precision == "bf16"
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    try:
-        return bool(torch.backends.cpu.get_cpu_capability() in ("AVX512_BF16", "AMX")) or \
-            "amx" in open("/proc/cpuinfo").read(200000)
-    except OSError:
-        return False
-
-
-# ---------------------------------------------------------------------------------------------
 
 
 def build_examples(config: TrainConfig, lm: LoadedModel, split: str = "train", n: Optional[int] = None,
@@ -368,93 +219,6 @@ def make_batch(lm: LoadedModel, config: TrainConfig, examples, idx, store, scale
 
 
 # ---------------------------------------------------------------------------------------------
-# Checkpointing (safetensors only)
-
-
-#: settings a resumed run may change: they steer bookkeeping, not what is learned
-RESUME_FREE_FIELDS = frozenset({"out", "steps", "time_budget_s", "eval_every", "eval_examples", "save_every",
-                                "device", "data_dir", "store_dir"})
-
-
-def check_resume_settings(config: "TrainConfig", out: Path) -> None:
-    """Refuse to resume a run whose saved settings differ from ``config``, naming the fields that differ."""
-    state = out / TRAIN_STATE / "state.json"
-    if not state.exists():
-        return
-    saved = json.loads(state.read_text()).get("config")
-    if saved is None:  # saved before settings were recorded
-        return
-    now = json.loads(json.dumps(dataclasses.asdict(config), default=str))
-    diff = [f"{k}: {saved[k]!r} -> {now[k]!r}" for k in sorted(now)
-            if k not in RESUME_FREE_FIELDS and k in saved and saved[k] != now[k]]
-    if diff:
-        raise CheckpointError(f"{out} holds a run started with other settings ({'; '.join(diff)}): rerun with the "
-                              f"same settings, or delete {out / TRAIN_STATE} to start over")
-
-
-def save_train_state(lm: LoadedModel, optimizer: torch.optim.Optimizer, step: int, out: Path, log_rows: list,
-                     adapter: str = "oracle", config: Optional[dict] = None) -> None:
-    """Adapter + optimizer moments + step (+ the run's settings), atomically (a tmp folder, then a rename)."""
-    from safetensors.torch import save_file
-
-    final = out / TRAIN_STATE
-    tmp = out / (TRAIN_STATE + ".tmp")
-    if tmp.exists():
-        _rmtree(tmp)
-    tmp.mkdir(parents=True)
-    lm.model.save_pretrained(str(tmp / "adapter"), selected_adapters=[adapter], safe_serialization=True)
-    tensors = {}
-    names = {id(p): n for n, p in lm.model.named_parameters() if p.requires_grad}
-    for p, st in optimizer.state.items():
-        n = names[id(p)]
-        for k, v in st.items():
-            if torch.is_tensor(v):
-                tensors[f"{n}::{k}"] = v.detach().cpu().contiguous()
-    save_file(tensors, str(tmp / "optimizer.safetensors"))
-    state = {"step": step, "log": log_rows}
-    if config is not None:
-        state["config"] = json.loads(json.dumps(config, default=str))
-    (tmp / "state.json").write_text(json.dumps(state))
-    if final.exists():
-        old = out / (TRAIN_STATE + ".old")
-        final.rename(old)
-        tmp.rename(final)
-        _rmtree(old)
-    else:
-        tmp.rename(final)
-
-
-def load_train_state(lm: LoadedModel, optimizer: torch.optim.Optimizer, out: Path,
-                     adapter: str = "oracle") -> tuple[int, list]:
-    """Restore what :func:`save_train_state` wrote; returns (step, log rows)."""
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    folder = out / TRAIN_STATE
-    adapter_file = folder / "adapter" / adapter / "adapter_model.safetensors"
-    if not adapter_file.exists():
-        adapter_file = folder / "adapter" / "adapter_model.safetensors"
-    if not adapter_file.exists():
-        raise CheckpointError(f"{folder} has no adapter_model.safetensors: delete it to start over")
-    set_peft_model_state_dict(lm.model, load_file(str(adapter_file)), adapter_name=adapter)
-    moments = load_file(str(folder / "optimizer.safetensors"))
-    params = {n: p for n, p in lm.model.named_parameters() if p.requires_grad}
-    for key, v in moments.items():
-        n, k = key.rsplit("::", 1)
-        if n not in params:
-            raise CheckpointError(f"optimizer state names {n}, which the model lacks: delete {folder} to start over")
-        optimizer.state[params[n]][k] = v.to(params[n].device)
-    state = json.loads((folder / "state.json").read_text())
-    return int(state["step"]), list(state.get("log", []))
-
-
-def _rmtree(p: Path) -> None:
-    import shutil
-
-    shutil.rmtree(p, ignore_errors=True)
-
-
-# ---------------------------------------------------------------------------------------------
 
 
 def train_oracle(
@@ -584,10 +348,10 @@ def train_oracle(
             bar.set_postfix_str(f"loss {float(loss):.3f}" + (f" {row['examples_per_s']:.1f} ex/s" if "examples_per_s" in row else ""))
         if step % config.save_every == 0 or step == config.total_steps:
             save_train_state(lm, optimizer, step, out, log_rows, config=dataclasses.asdict(config))
-            _write_log(log_path, log_rows)
+            write_log_jsonl(log_path, log_rows)
         if stop_after is not None and done_here >= stop_after and step < config.total_steps:
             save_train_state(lm, optimizer, step, out, log_rows, config=dataclasses.asdict(config))
-            _write_log(log_path, log_rows)
+            write_log_jsonl(log_path, log_rows)
             if bar:
                 bar.close()
             return {"stopped_at": step}
@@ -595,9 +359,9 @@ def train_oracle(
         bar.close()
     lm.model.eval()
     lm.model.save_pretrained(str(out / "_adapter_tmp"), selected_adapters=["oracle"], safe_serialization=True)
-    _promote_adapter(out)
+    promote_adapter(out)
     record_portable_base(out, config.model)
-    _write_log(log_path, log_rows)
+    write_log_jsonl(log_path, log_rows)
     plot_loss(log_rows, out / "loss.png")
     from .suite import plot_learning_curves
 
@@ -612,23 +376,8 @@ def train_oracle(
     }
     card.train_config, card.training = dataclasses.asdict(config), summary
     write_card(out, card)
-    _rmtree(out / TRAIN_STATE)
+    remove_tree(out / TRAIN_STATE)
     return summary
-
-
-def _promote_adapter(out: Path) -> None:
-    """Move the saved adapter files to the checkpoint root (PEFT nests non-default adapter names)."""
-    tmp = out / "_adapter_tmp"
-    src = tmp / "oracle" if (tmp / "oracle").is_dir() else tmp
-    for name in ("adapter_model.safetensors", "adapter_config.json"):
-        os.replace(src / name, out / name)
-    _rmtree(tmp)
-
-
-def _write_log(path: Path, rows: list) -> None:
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    os.replace(tmp, path)
 
 
 def _hardware(device: torch.device) -> str:

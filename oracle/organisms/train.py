@@ -227,7 +227,8 @@ def train_organism(config: OrganismConfig, lm: Optional[LoadedModel] = None, pro
     from tqdm import tqdm
 
     from oracle.tasks.base import resolve_data_dir
-    from oracle.train import load_train_state, save_train_state, use_bf16
+    from oracle.train_checkpoint import load_train_state, save_train_state
+    from oracle.train_config import use_bf16
 
     out = Path(config.out)
     if (out / CARD).exists():

@@ -1,0 +1,115 @@
+"""Resumable training state (safetensors only): the adapter, the optimizer's moments, the step, the log and
+the run's settings, written atomically; the settings are compared when a run resumes."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from hooks.errors import CheckpointError
+from hooks.models import LoadedModel
+
+from .train_config import TrainConfig
+
+TRAIN_STATE = "train_state"
+
+#: settings a resumed run may change: they steer bookkeeping, not what is learned
+RESUME_FREE_FIELDS = frozenset({"out", "steps", "time_budget_s", "eval_every", "eval_examples", "save_every",
+                                "device", "data_dir", "store_dir"})
+
+
+def check_resume_settings(config: TrainConfig, out: Path) -> None:
+    """Refuse to resume a run whose saved settings differ from ``config``, naming the fields that differ."""
+    state = out / TRAIN_STATE / "state.json"
+    if not state.exists():
+        return
+    saved = json.loads(state.read_text()).get("config")
+    if saved is None:  # saved before settings were recorded
+        return
+    now = json.loads(json.dumps(dataclasses.asdict(config), default=str))
+    diff = [f"{k}: {saved[k]!r} -> {now[k]!r}" for k in sorted(now)
+            if k not in RESUME_FREE_FIELDS and k in saved and saved[k] != now[k]]
+    if diff:
+        raise CheckpointError(f"{out} holds a run started with other settings ({'; '.join(diff)}): rerun with the "
+                              f"same settings, or delete {out / TRAIN_STATE} to start over")
+
+
+def save_train_state(lm: LoadedModel, optimizer: torch.optim.Optimizer, step: int, out: Path, log_rows: list,
+                     adapter: str = "oracle", config: Optional[dict] = None) -> None:
+    """Adapter + optimizer moments + step (+ the run's settings), atomically (a tmp folder, then a rename)."""
+    from safetensors.torch import save_file
+
+    final = out / TRAIN_STATE
+    tmp = out / (TRAIN_STATE + ".tmp")
+    if tmp.exists():
+        remove_tree(tmp)
+    tmp.mkdir(parents=True)
+    lm.model.save_pretrained(str(tmp / "adapter"), selected_adapters=[adapter], safe_serialization=True)
+    tensors = {}
+    names = {id(p): n for n, p in lm.model.named_parameters() if p.requires_grad}
+    for p, st in optimizer.state.items():
+        n = names[id(p)]
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"{n}::{k}"] = v.detach().cpu().contiguous()
+    save_file(tensors, str(tmp / "optimizer.safetensors"))
+    state = {"step": step, "log": log_rows}
+    if config is not None:
+        state["config"] = json.loads(json.dumps(config, default=str))
+    (tmp / "state.json").write_text(json.dumps(state))
+    if final.exists():
+        old = out / (TRAIN_STATE + ".old")
+        final.rename(old)
+        tmp.rename(final)
+        remove_tree(old)
+    else:
+        tmp.rename(final)
+
+
+def load_train_state(lm: LoadedModel, optimizer: torch.optim.Optimizer, out: Path,
+                     adapter: str = "oracle") -> tuple[int, list]:
+    """Restore what :func:`save_train_state` wrote; returns (step, log rows)."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    folder = out / TRAIN_STATE
+    adapter_file = folder / "adapter" / adapter / "adapter_model.safetensors"
+    if not adapter_file.exists():
+        adapter_file = folder / "adapter" / "adapter_model.safetensors"
+    if not adapter_file.exists():
+        raise CheckpointError(f"{folder} has no adapter_model.safetensors: delete it to start over")
+    set_peft_model_state_dict(lm.model, load_file(str(adapter_file)), adapter_name=adapter)
+    moments = load_file(str(folder / "optimizer.safetensors"))
+    params = {n: p for n, p in lm.model.named_parameters() if p.requires_grad}
+    for key, v in moments.items():
+        n, k = key.rsplit("::", 1)
+        if n not in params:
+            raise CheckpointError(f"optimizer state names {n}, which the model lacks: delete {folder} to start over")
+        optimizer.state[params[n]][k] = v.to(params[n].device)
+    state = json.loads((folder / "state.json").read_text())
+    return int(state["step"]), list(state.get("log", []))
+
+
+def remove_tree(p: Path) -> None:
+    import shutil
+
+    shutil.rmtree(p, ignore_errors=True)
+
+
+def promote_adapter(out: Path) -> None:
+    """Move the saved adapter files to the checkpoint root (PEFT nests non-default adapter names)."""
+    tmp = out / "_adapter_tmp"
+    src = tmp / "oracle" if (tmp / "oracle").is_dir() else tmp
+    for name in ("adapter_model.safetensors", "adapter_config.json"):
+        os.replace(src / name, out / name)
+    remove_tree(tmp)
+
+
+def write_log_jsonl(path: Path, rows: list) -> None:
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    os.replace(tmp, path)
