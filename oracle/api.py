@@ -12,8 +12,8 @@ import torch
 from hooks.errors import CheckpointError, InputError
 from hooks.inject import inject_at
 from hooks.layers import resolve_layer
-from hooks.models import (LoadedModel, active_adapter, attach_adapter, check_adapter_folder, load_adapter_base,
-                          load_model)
+from hooks.adapter_base import load_adapter_base
+from hooks.models import LoadedModel, active_adapter, attach_adapter, check_adapter_folder, load_model
 
 from .batching import make_oracle_batch, target_vectors
 from .card import OracleCard

@@ -24,11 +24,9 @@ Example:
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
-import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -42,10 +40,11 @@ from hooks.errors import InputError, StoreError
 from probes.linear import LinearProbe, ProbeConfig
 from probes.metrics import accuracy, auroc, bootstrap_ci, majority_baseline
 
+from .probe_bench_report import labels_to_match  # noqa: F401 - part of this module's API
+from .probe_bench_report import DEPTHS, FIELDS, label_counts, safe_name, write_dataset_outputs, write_summary
+
 log = logging.getLogger(__name__)
 
-DEPTHS = ("25%", "50%", "75%")
-LABEL_COUNTS = (8, 32, 128, 512)
 POOLINGS = ("last", "mean")
 TRAIN_FAMILIES = ("sst2", "gmt/cities")
 DEFAULT_ORACLE = "checkpoints/oracle-smollm2-135m"
@@ -236,15 +235,6 @@ def ensure_store(path: PathLike, texts: Sequence[str], lm: Any, layers: Sequence
 
 # ----------------------------------------------------------------------------- probes
 
-def label_counts(n_train: int) -> list[int]:
-    """8, 32, 128, 512 where below the train pool size, then all of it.
-
-    Example:
-        >>> label_counts(100)
-        [8, 32, 100]
-    """
-    return [k for k in LABEL_COUNTS if k < n_train] + [int(n_train)]
-
 
 def probe_accuracy(store: Any, labels: Any, layer: int, pooling: str, train_idx: Sequence[int],
                    test_idx: Sequence[int], n_boot: int = 1000, seed: int = 0,
@@ -308,9 +298,6 @@ def _load_oracles(lm: Any, oracle_path: Optional[PathLike], untrained: bool) -> 
 
 # ----------------------------------------------------------------------------- the benchmark
 
-FIELDS = ("dataset", "method", "depth", "layer", "pooling", "n_labels", "accuracy", "ci_low", "ci_high", "n_test",
-          "auroc", "frac_yes")
-
 
 @dataclass
 class BenchResult:
@@ -320,10 +307,6 @@ class BenchResult:
     rows: dict[str, list[dict]] = field(default_factory=dict)
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
-
-
-def _safe(name: str) -> str:
-    return name.replace("/", "__")
 
 
 def run_probe_bench(
@@ -398,7 +381,7 @@ def run_probe_bench(
         texts, labels, question = specs[name] if specs is not None else load_dataset(name, data_dir, lm.tokenizer)
         d = prepare_dataset(name, texts, labels, question, n=n, seed=seed)
         data[name] = d
-        stores[name] = ensure_store(out / "stores" / _safe(name), d.texts, lm, layers, model)
+        stores[name] = ensure_store(out / "stores" / safe_name(name), d.texts, lm, layers, model)
         bar.update(1)
     # 2. probes
     for name in names:
@@ -437,136 +420,3 @@ def run_probe_bench(
     result.seconds = time.perf_counter() - started
     write_summary(out, result, data)
     return result
-
-
-# ----------------------------------------------------------------------------- outputs
-
-def _fmt(x: Any) -> str:
-    return f"{x:.3f}" if isinstance(x, float) else str(x)
-
-
-def write_dataset_outputs(out: PathLike, name: str, rows: list[dict], question: str = "") -> list[Path]:
-    """``<name>.csv``, ``<name>.md`` and ``<name>.png`` under ``out``."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    base = out / _safe(name)
-    with open(base.with_suffix(".csv"), "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=list(FIELDS), extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
-    lines = [f"# {name}", ""]
-    if question:
-        lines += [f"Oracle question: `{question}`", ""]
-    lines += ["| method | depth (layer) | pooling | labels | accuracy | 95% CI | AUROC | answers Yes |",
-              "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        ci = f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]" if isinstance(r["ci_low"], float) else ""
-        depth = f"{r['depth']} ({r['layer']})" if r["depth"] else ""
-        lines.append(f"| {r['method']} | {depth} | {r['pooling']} | {r['n_labels']} | {r['accuracy']:.3f} | {ci} "
-                     f"| {_fmt(r.get('auroc', ''))} | {_fmt(r.get('frac_yes', ''))} |")
-    base.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    _plot(base.with_suffix(".png"), name, rows)
-    return [base.with_suffix(s) for s in (".csv", ".md", ".png")]
-
-
-def _plot(path: Path, name: str, rows: list[dict]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    probes = [r for r in rows if r["method"] == "probe" and r["pooling"] == "last"]
-    xs_all = sorted({r["n_labels"] for r in probes}) or [1, 2]
-    for depth in DEPTHS:
-        pts = sorted((r["n_labels"], r["accuracy"], r["ci_low"], r["ci_high"]) for r in probes if r["depth"] == depth)
-        if pts:
-            x, y, lo, hi = map(np.asarray, zip(*pts))
-            layer = next(r["layer"] for r in probes if r["depth"] == depth)
-            ax.errorbar(x, y, yerr=[y - lo, hi - y], marker="o", capsize=3, label=f"probe {depth} (layer {layer})")
-    colors = {"oracle_trained": "tab:red", "oracle_untrained": "tab:gray"}
-    for r in rows:
-        if r["method"] in colors:
-            c = colors[r["method"]]
-            ax.axhline(r["accuracy"], color=c, lw=3 if r["method"] == "oracle_trained" else 1.5, label=r["method"].replace("_", " ") + f" ({r['accuracy']:.2f})")
-            ax.axhspan(r["ci_low"], r["ci_high"], color=c, alpha=0.15)
-        elif r["method"] == "majority":
-            ax.axhline(r["accuracy"], color="k", ls="--", lw=1, zorder=5, label=f"majority ({r['accuracy']:.2f})")
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(xs_all)
-    ax.set_xticklabels([str(x) for x in xs_all])
-    ax.set_xlabel("labelled training examples (log scale)")
-    ax.set_ylabel("test accuracy")
-    lows = [r["ci_low"] if isinstance(r["ci_low"], float) else r["accuracy"] for r in rows]
-    ax.set_ylim(max(0.0, min([0.4, *lows]) - 0.05), 1.02)
-    ax.set_title(f"{name}: last-token probes vs oracle")
-    ax.legend(fontsize=7, loc="lower right")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def labels_to_match(rows: list[dict], target: float) -> Optional[int]:
-    """Smallest label count whose best probe (any depth, either pooling) reaches ``target``; None: never.
-
-    Example:
-        >>> rows = [{"method": "probe", "n_labels": 8, "accuracy": 0.6}, {"method": "probe", "n_labels": 32, "accuracy": 0.8}]
-        >>> labels_to_match(rows, 0.7), labels_to_match(rows, 0.9)
-        (32, None)
-    """
-    best: dict[int, float] = {}
-    for r in rows:
-        if r["method"] == "probe":
-            best[r["n_labels"]] = max(best.get(r["n_labels"], -1.0), r["accuracy"])
-    for k in sorted(best):
-        if best[k] >= target - 1e-12:
-            return k
-    return None
-
-
-def _best_probe(rows: list[dict], k: int) -> float:
-    vals = [r["accuracy"] for r in rows if r["method"] == "probe" and r["n_labels"] == k]
-    return max(vals) if vals else math.nan
-
-
-def write_summary(out: PathLike, result: BenchResult, data: Mapping[str, BenchData]) -> Path:
-    """``summary.md``: one row per dataset (baseline, oracles, best probes, labels needed to match each oracle)."""
-    out = Path(out)
-    lines = ["# Probe vs oracle benchmark", "",
-             "Accuracy on a fixed balanced test set. Probes: logistic regression (C chosen on a validation split) "
-             "on the last-token or mean activation at 25/50/75 % depth; \"best probe\" takes the best depth and "
-             "pooling. Oracle: zero-shot yes/no answer (P(Yes) >= 0.5) about the last-token activation at the 50 % "
-             "layer (AUROC: of P(Yes), threshold-free). \"Labels to match\": smallest number of training labels whose best probe reaches the oracle's "
-             "accuracy (\"never\" if none of the label counts tried does; \"<= 8\": already with the fewest labels tried). "
-             "Picking the best of six probes on the test set flatters the probes slightly. "
-             "95 % intervals by bootstrap over test examples.",
-             ""]
-    for note in result.notes:
-        lines += [f"Note: {note}.", ""]
-    lines += ["| dataset | train/test | majority | oracle trained | oracle untrained | best probe, fewest labels | best probe, all labels "
-              "| labels to match trained | labels to match untrained |", "|---|---|---|---|---|---|---|---|---|"]
-    for name, rows in result.rows.items():
-        d = data[name]
-        maj = next(r["accuracy"] for r in rows if r["method"] == "majority")
-        cells = []
-        matches = []
-        for method in ("oracle_trained", "oracle_untrained"):
-            r = next((r for r in rows if r["method"] == method), None)
-            if r is None:
-                cells.append("n/a")
-                matches.append("n/a")
-                continue
-            au = f", AUROC {r['auroc']:.2f}" if isinstance(r.get("auroc"), float) else ""
-            cells.append(f"{r['accuracy']:.3f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]{au}")
-            k = labels_to_match(rows, r["accuracy"])
-            small = min(label_counts(d.n_train))
-            matches.append("never" if k is None else (f"<= {k}" if k == small else str(k)))
-        small = min(label_counts(d.n_train))
-        lines.append(f"| {name} | {d.n_train}/{len(d.test_idx)} | {maj:.3f} | {cells[0]} | {cells[1]} | "
-                     f"{_best_probe(rows, small):.3f} ({small}) | {_best_probe(rows, d.n_train):.3f} ({d.n_train}) | {matches[0]} | {matches[1]} |")
-    lines += ["", f"Wall time: {result.seconds:.0f} s.", ""]
-    path = out / "summary.md"
-    out.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path

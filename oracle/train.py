@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence
 import torch
 
 from hooks.errors import CheckpointError, InputError
-from hooks.models import LoadedModel, adapters_disabled, load_model, record_portable_base
+from hooks.adapter_base import record_portable_base
+from hooks.models import LoadedModel, adapters_disabled, load_model
 from hooks.store import ActivationStore, DocActs, StoreWriter
 
 from .batching import capture_contexts, make_oracle_batch, target_vectors

@@ -19,7 +19,8 @@ import pytest
 import torch
 
 from hooks.errors import CheckpointError, LayerError, ModelLoadError
-from hooks.models import EMBEDDED, is_local_path, load_adapter_base, load_model, resolve_adapter_base
+from hooks.adapter_base import is_local_path, load_adapter_base, resolve_adapter_base
+from hooks.models import EMBEDDED, load_model
 from hooks.paths import REPO_ROOT
 from oracle.api import Oracle, Query
 from oracle.card import read_card

@@ -10,7 +10,8 @@ import logging
 from pathlib import Path
 
 from hooks.errors import CheckpointError
-from hooks.models import LoadedModel, check_adapter_folder, embedded_name, is_local_path
+from hooks.adapter_base import embedded_name, is_local_path
+from hooks.models import LoadedModel, check_adapter_folder
 
 from ..card import OracleCard, has_card, read_card
 from ..published import check_named_base
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 
 def embedded_identity(name: str | None) -> str | None:
     """The embedded model a spec or an adapter's ``base_model_name_or_path`` refers to, if any
-    (:func:`hooks.models.embedded_name`).
+    (:func:`hooks.adapter_base.embedded_name`).
 
     Example:
         >>> embedded_identity("/root/.cache/activation-oracles/smollm2-135m-552b29bb0acfca72")
