@@ -25,7 +25,7 @@ from .card import OracleCard, write_card
 from .scaling import STATS_FILE, InputScaler
 from .tasks.base import OracleExample, load_examples, save_examples, source_layers
 from .train_checkpoint import (TRAIN_STATE, check_resume_settings, load_train_state, promote_adapter, remove_tree,
-                               save_train_state, write_log_jsonl)
+                               save_train_state, start_from_oracle, write_log_jsonl)
 from .train_config import TrainConfig, use_bf16
 
 if TYPE_CHECKING:
@@ -260,6 +260,7 @@ def train_oracle(
         store = capture_example_store(lm, examples, config.store_path, progress=progress)
         if store.n_docs != len(examples):
             raise CheckpointError(f"activation store {config.store_path} does not match the examples: delete it")
+    init_summary = start_from_oracle(lm, config, out) if config.init_from else {}
     scaler = None
     if config.input_scaling == "standardize":
         if (out / STATS_FILE).exists():  # a resumed run keeps the statistics it trained with
@@ -269,7 +270,8 @@ def train_oracle(
             scaler.save(out)
             log.info("input scaling measured on %d examples, layers %s", min(config.scaling_examples, len(examples)),
                      scaler.layers)
-    _LoraModel.attach(lm, config)
+    if not config.init_from:
+        _LoraModel.attach(lm, config)
     lm.model.train()
     params = [p for p in lm.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -283,7 +285,7 @@ def train_oracle(
                       source_layers=source_layers(lm.n_layers), injection_layer=config.injection_layer,
                       placeholder=config.placeholder, coef=config.coef, input_scaling=config.input_scaling,
                       train_config=dataclasses.asdict(config))
-    if eval_fn is not None and step == 0:  # the LoRA starts as the identity: step 0 is the untrained oracle
+    if eval_fn is not None and step == 0:  # step 0: the untrained oracle (a fresh LoRA is the identity), or --init-from
         lm.model.eval()
         log_rows.append({"step": 0, "eval": eval_fn(Oracle(lm, card, trained=True, scaler=scaler))})
         lm.model.train()
@@ -373,7 +375,7 @@ def train_oracle(
         "steps": step, "examples": len(examples), "examples_seen": step * config.batch_size, "wall_time_s": round(time.perf_counter() - started, 1),
         "data": summarize(examples), "final_loss": log_rows[-1].get("loss") if log_rows else None,
         "hardware": _hardware(device), "bf16": bf16, "skipped_steps": n_skipped,
-        "last_eval": next((r["eval"] for r in reversed(log_rows) if "eval" in r), None),
+        "last_eval": next((r["eval"] for r in reversed(log_rows) if "eval" in r), None), **init_summary,
     }
     card.train_config, card.training = dataclasses.asdict(config), summary
     write_card(out, card)

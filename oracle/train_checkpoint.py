@@ -94,6 +94,37 @@ def load_train_state(lm: LoadedModel, optimizer: torch.optim.Optimizer, out: Pat
     return int(state["step"]), list(state.get("log", []))
 
 
+def start_from_oracle(lm: LoadedModel, config: TrainConfig, out: Path) -> dict:
+    """Attach ``config.init_from``'s adapter as the trainable "oracle" adapter and copy its input scaling into
+    ``out``; refuse an oracle whose base, injection or LoRA shape differs from ``config``. Returns the init
+    oracle's training summary (kept in the new card, so the total training time stays on record)."""
+    import shutil
+
+    from hooks.models import attach_adapter, check_adapter_folder
+
+    from .card import read_card
+    from .scaling import STATS_FILE
+
+    folder = Path(config.init_from)
+    adapter_cfg = check_adapter_folder(folder)
+    card = read_card(folder)
+    wanted = {"base_weights_hash": lm.weights_hash, "injection_layer": config.injection_layer, "coef": config.coef,
+              "placeholder": config.placeholder, "input_scaling": config.input_scaling}
+    have = {k: getattr(card, k) for k in wanted}
+    wanted["lora_r"], have["lora_r"] = config.lora_r, adapter_cfg.get("r")
+    wanted["lora_alpha"], have["lora_alpha"] = config.lora_alpha, adapter_cfg.get("lora_alpha")
+    diff = [f"{k}: {have[k]!r} there, {wanted[k]!r} here" for k in wanted if have[k] != wanted[k]]
+    if diff:
+        raise CheckpointError(f"--init-from {folder} was trained with other settings ({'; '.join(diff)}): "
+                              f"pass the same settings or train from scratch")
+    if config.input_scaling != "none" and not (out / STATS_FILE).exists():
+        if not (folder / STATS_FILE).is_file():
+            raise CheckpointError(f"--init-from {folder} has no {STATS_FILE}: it cannot be continued")
+        shutil.copyfile(folder / STATS_FILE, out / STATS_FILE)
+    attach_adapter(lm, folder, name="oracle", trainable=True)
+    return {"init_from": str(folder), "init_training": card.training}
+
+
 def remove_tree(p: Path) -> None:
     import shutil
 

@@ -76,6 +76,8 @@ class TrainConfig:
     examples_file: Optional[str] = _opt(None, "reuse a saved example list (JSONL) instead of building one", str)
     onpolicy_chats: Optional[str] = _opt(None, "JSON cache of chats written by the base model", str)
     onpolicy: int = _opt(512, "chats the base model writes (once, cached) when no cache is given")
+    init_from: Optional[str] = _opt(None, "continue training from this oracle folder's adapter and input scaling (a "
+                                          "new optimizer and schedule; its injection settings must match)", str)
     time_budget_s: Optional[float] = _opt(None, "fit the training into this many seconds (steps cut after a speed probe)",
                                           float)
 

@@ -254,6 +254,38 @@ def test_resuming_with_changed_settings_names_the_fields(tmp_path):
     assert "delete" in str(e.value) and "train_state" in str(e.value)
 
 
+def test_init_from_continues_an_oracle_and_refuses_other_settings(tmp_path):
+    """--init-from starts from the given oracle's adapter and input scaling (step 0 reads with its weights), keeps
+    its training summary in the new card, and refuses an oracle trained with another LoRA shape or injection."""
+    from safetensors.torch import load_file
+
+    from oracle.scaling import STATS_FILE
+    from oracle.train import TrainConfig, train_oracle
+
+    _, cfg = _train(tmp_path, "first")
+    first = tmp_path / "first"
+    seen = []
+
+    def eval_fn(oracle):
+        seen.append({n: p.detach().clone() for n, p in oracle.lm.model.named_parameters() if "lora_B" in n})
+        return {}
+
+    cont = dataclasses.replace(cfg, out=str(tmp_path / "cont"), steps=2, init_from=str(first), eval_every=100)
+    lm = tiny_loaded("llama", seed=5)
+    train_oracle(cont, lm=lm, examples=_examples(16), eval_fn=eval_fn)
+    saved = load_file(str(first / "adapter_model.safetensors"))
+    b_saved = sorted(v.abs().sum().item() for k, v in saved.items() if "lora_B" in k)
+    b_step0 = sorted(v.abs().sum().item() for v in seen[0].values())
+    assert b_step0 == pytest.approx(b_saved) and max(b_saved) > 0   # a fresh LoRA would have B == 0
+    assert (tmp_path / "cont" / STATS_FILE).read_bytes() == (first / STATS_FILE).read_bytes()
+    card = json.loads((tmp_path / "cont" / "oracle.json").read_text())
+    assert card["training"]["init_from"] == str(first) and card["training"]["init_training"]["steps"] == 6
+    for change in ({"lora_r": 8}, {"coef": 0.5}):
+        bad = dataclasses.replace(cont, out=str(tmp_path / f"bad{len(change)}{list(change)[0]}"), **change)
+        with pytest.raises(CheckpointError, match=f"--init-from .*other settings \\({list(change)[0]}"):
+            train_oracle(bad, lm=tiny_loaded("llama", seed=5), examples=_examples(16))
+
+
 def test_input_scaling_ships_with_the_adapter_and_the_oracle_applies_it(tmp_path):
     from oracle.api import Oracle, Query
     from oracle.scaling import STATS_FILE, InputScaler
