@@ -17,6 +17,7 @@ from hooks.models import LoadedModel, active_adapter, attach_adapter, check_adap
 
 from .batching import make_oracle_batch, target_vectors
 from .card import OracleCard
+from .confidence import (Answer, Calibration, choice_scores_and_sensitivity, open_logprobs_and_sensitivity)
 from .published import CardOverrides, load_card, resolve_card
 from .scaling import InputScaler
 from .tasks.base import source_layers
@@ -74,6 +75,7 @@ class Oracle:
         self.card = card
         self.trained = trained
         self.scaler = scaler
+        self.calibration: Optional[Calibration] = None  # set by load() from calibration.json
         self.max_context = int(getattr(lm.model.config, "max_position_embeddings", 2048) or 2048)
 
     # -- construction -------------------------------------------------------------------------
@@ -106,6 +108,7 @@ class Oracle:
         scaler = InputScaler.for_checkpoint(path, card.input_scaling)
         attach_adapter(lm, path, name="oracle")
         oracle = cls(lm, card, trained=True, scaler=scaler)
+        oracle.calibration = Calibration.load(folder)
         if target_adapter is not None:
             oracle.set_target(target_adapter)
         return oracle
@@ -195,7 +198,8 @@ class Oracle:
             raise InputError("diff=True needs a target adapter: pass target_adapter= to Oracle.load")
         return target_vectors(self.lm, ids, pos, [layer] * len(ids), adapter=adapter, diff=diff)
 
-    def _vectors(self, queries: Sequence[Query], diff: bool) -> tuple[list[torch.Tensor], list[int]]:
+    def query_vectors(self, queries: Sequence[Query], diff: bool = False) -> tuple[list[torch.Tensor], list[int]]:
+        """Each query's vectors ``(K, D)`` (captured from its text, or its own tensor, unscaled) and its layer."""
         vecs: list[Optional[torch.Tensor]] = [None] * len(queries)
         layers = [self._layer(q.layer) for q in queries]
         by_layer: dict[int, list[int]] = {}
@@ -224,7 +228,7 @@ class Oracle:
         return active_adapter(self.lm.model, "oracle" if self.trained else None)
 
     def _batch(self, queries: Sequence[Query], diff: bool, answers: Optional[Sequence[str]] = None):
-        vecs, layers = self._vectors(queries, diff)
+        vecs, layers = self.query_vectors(queries, diff)
         if self.scaler is not None:
             vecs = [self.scaler(v, L, diff=diff) for v, L in zip(vecs, layers)]
         batch = make_oracle_batch(self.lm.tokenizer, vecs, layers, [q.question for q in queries], answers,
@@ -263,14 +267,52 @@ class Oracle:
         return answers
 
     def ask(self, source: Union[str, torch.Tensor], question: str, layer: Optional[Union[int, str]] = None,
-            positions: Positions = "last", diff: bool = False, max_new_tokens: int = 32) -> str:
+            positions: Positions = "last", diff: bool = False, max_new_tokens: int = 32, abstain: bool = False,
+            details: bool = False) -> Union[str, Answer]:
         """Ask one question about a text (captured from the target) or activation vectors.
+
+        ``abstain=True`` answers "can't tell" when the answer barely depends on the vectors or its calibrated
+        confidence is low (thresholds from ``calibration.json``; see :mod:`oracle.confidence`);
+        ``details=True`` returns an :class:`Answer` with the confidence (of the first answer token) and the
+        sensitivity instead of a string.
 
         Example:
             >>> oracle.ask("The cat sat on the mat.", "What animal is mentioned?", positions="all")   # doctest: +SKIP
             'A cat'
+            >>> oracle.ask("The cat sat on the mat.", "What word is this?", details=True)          # doctest: +SKIP
+            Answer(text='.', confidence=0.97, sensitivity=0.41, abstained=False)
         """
-        return self.ask_batch([Query(source, question, layer, positions)], diff=diff, max_new_tokens=max_new_tokens)[0]
+        q = Query(source, question, layer, positions)
+        text = self.ask_batch([q], diff=diff, max_new_tokens=max_new_tokens)[0]
+        if not (abstain or details):
+            return text
+        logp, sens = open_logprobs_and_sensitivity(self, [q], diff=diff)
+        result = self._judged(text, logp[0], sens[0], "open", abstain)
+        return result if details else str(result)
+
+    def _judged(self, text: str, scores_C: torch.Tensor, sensitivity: float, kind: str, abstain: bool) -> Answer:
+        cal = self.calibration or Calibration()
+        if abstain and self.calibration is None:
+            raise CheckpointError("this oracle has no calibration.json, so it has no abstention thresholds: run "
+                                  "`ao calibrate --oracle <folder>` first")
+        confidence = float(cal.probabilities(scores_C[None], kind)[0].max())
+        return Answer(text, confidence, sensitivity,
+                      abstained=abstain and cal.abstains(kind, confidence, sensitivity))
+
+    def sensitivity(self, queries: Sequence[Query], candidates: Optional[Sequence[Sequence[str]]] = None,
+                    diff: bool = False, n_controls: int = 4) -> list[float]:
+        """How much each answer depends on the vectors: Jensen-Shannon divergence (bits, 0..1) between the answer
+        distribution with the real vectors and with control vectors from neutral texts (over ``candidates``
+        when given, a choice or a Yes/No question; else over the first answer token).
+
+        Example:
+            >>> oracle.sensitivity([Query("I loved it.", "What is the sentiment of this text?", positions="all")],
+            ...                    [["negative", "positive"]])                          # doctest: +SKIP
+            [0.11]
+        """
+        if candidates is None:
+            return open_logprobs_and_sensitivity(self, queries, diff=diff, n_controls=n_controls)[1]
+        return choice_scores_and_sensitivity(self, queries, candidates, diff=diff, n_controls=n_controls)[1]
 
     @torch.no_grad()
     def yes_probability_batch(self, queries: Sequence[Query], diff: bool = False, batch_size: int = 32) -> list[float]:
@@ -345,15 +387,26 @@ class Oracle:
         return out
 
     def choose(self, source: Union[str, torch.Tensor], question: str, candidates: Sequence[str],
-               layer: Optional[Union[int, str]] = None, positions: Positions = "last", diff: bool = False) -> str:
-        """The candidate answer the oracle finds most likely (see :meth:`answer_logprobs`).
+               layer: Optional[Union[int, str]] = None, positions: Positions = "last", diff: bool = False,
+               abstain: bool = False, details: bool = False) -> Union[str, Answer]:
+        """The candidate answer the oracle finds most likely (see :meth:`answer_logprobs`); ``abstain`` and
+        ``details`` as in :meth:`ask` (the confidence is the calibrated probability of the chosen candidate).
 
         Example:
             >>> oracle.choose("I loved this film.", "What is the sentiment of this text?", ["negative", "positive"])  # doctest: +SKIP
             'positive'
         """
-        scores = self.answer_logprobs([Query(source, question, layer, positions)], [list(candidates)], diff=diff)[0]
-        return list(candidates)[max(range(len(scores)), key=scores.__getitem__)]
+        q, cands = Query(source, question, layer, positions), list(candidates)
+        if abstain or details:
+            all_scores, sens = choice_scores_and_sensitivity(self, [q], [cands], diff=diff)
+            scores = all_scores[0]
+        else:
+            scores = self.answer_logprobs([q], [cands], diff=diff)[0]
+        text = cands[max(range(len(scores)), key=scores.__getitem__)]
+        if not (abstain or details):
+            return text
+        result = self._judged(text, torch.tensor(scores), sens[0], "choice", abstain)
+        return result if details else str(result)
 
 
 def check_candidates(tokenizer, candidates: Sequence[str]) -> list[str]:

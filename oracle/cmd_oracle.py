@@ -1,4 +1,4 @@
-"""``ao train``, ``ao ask``, ``ao eval``."""
+"""``ao train``, ``ao ask``, ``ao eval``, ``ao calibrate``."""
 from __future__ import annotations
 
 import argparse
@@ -10,6 +10,8 @@ from hooks.errors import InputError
 
 from .published import add_card_arguments, overrides_from_args
 from .api import Query
+from .calibrate import CalibrationConfig
+from .confidence import check_threshold
 from .suite import SuiteConfig
 from .train import TrainConfig
 
@@ -45,6 +47,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="candidate answers separated by '|' (e.g. 'negative|positive'): print each one's summed "
                         "log-probability and the oracle's choice instead of generating")
     a.add_argument("--max-new-tokens", type=int, default=32)
+    a.add_argument("--abstain", action="store_true",
+                   help="answer \"can't tell\" when the answer barely depends on the activations or its calibrated "
+                        "confidence is low (thresholds from the oracle's calibration.json)")
+    a.add_argument("--details", action="store_true", help="print the answer's confidence and sensitivity too")
+    a.add_argument("--min-confidence", type=float, default=None, help="override the fitted confidence threshold")
+    a.add_argument("--min-sensitivity", type=float, default=None, help="override the fitted sensitivity threshold")
     add_card_arguments(a)
     a.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, or auto (spread over the GPUs)")
     a.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
@@ -66,7 +74,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--suite-n", type=int, default=SuiteConfig.n, help="unseen items per suite row (default: %(default)s)")
     e.add_argument("--probe-n", type=int, default=SuiteConfig.probe_n,
                    help="most labels a suite probe gets (default: %(default)s)")
+    e.add_argument("--confidence", action="store_true",
+                   help="with --suite: also judge calibration and abstention on the suite's items (needs the "
+                        "oracle's calibration.json; slower: four control passes per oracle)")
     e.set_defaults(func=_eval)
+
+    c = sub.add_parser("calibrate", help="fit the oracle's temperature and abstention thresholds (calibration.json)",
+                       description="Fit, on the reading skills' calibration split (eval documents the suite never "
+                                   "reads), a temperature per answer kind and the sensitivity and confidence "
+                                   "thresholds below which the oracle answers \"can't tell\"; written beside the "
+                                   "adapter as calibration.json.")
+    c.add_argument("--oracle", default="checkpoints/oracle-smollm2-135m")
+    c.add_argument("--n", type=int, default=CalibrationConfig.n, help="items per skill row (default: %(default)s)")
+    c.add_argument("--target-precision", type=float, default=CalibrationConfig.target_precision,
+                   help="precision of the answered questions the thresholds keep (default: %(default)s)")
+    c.add_argument("--data-dir", default=None)
+    c.add_argument("--device", default="cpu")
+    c.set_defaults(func=_calibrate)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -95,6 +119,14 @@ def _train(args: argparse.Namespace) -> int:
     summary = train_oracle(cfg, eval_fn=eval_fn, progress=True)
     print(f"trained {summary['steps']} steps on {summary['examples']} examples in {summary['wall_time_s']:.0f}s; "
           f"final loss {summary['final_loss']}; last held-out check {summary['last_eval']}")
+    if cfg.calibration_n and "reading" in cfg.mix and not args.no_eval:
+        from .api import Oracle
+        from .calibrate import calibrate
+
+        cal, _ = calibrate(Oracle.load(cfg.out, device=cfg.device),
+                           CalibrationConfig(n=cfg.calibration_n, data_dir=cfg.data_dir), progress=True)
+        print(f"calibration written to {cal.save(cfg.out)} (choice: T {cal.choice.temperature:.2f}, ECE "
+              f"{cal.fit['choice']['ece_before']:.3f} -> {cal.fit['choice']['ece_after']:.3f})")
     print(f"oracle written to {cfg.out}")
     return 0
 
@@ -112,6 +144,11 @@ def _ask(args: argparse.Namespace) -> int:
     cands = [c.strip() for c in args.choices.split("|")] if args.choices is not None else None
     if cands is not None and len(cands) < 2:   # before the (slow) model load
         raise InputError(f"--choices needs at least two candidate answers separated by '|', got {args.choices!r}")
+    check_threshold("--min-confidence", args.min_confidence)
+    check_threshold("--min-sensitivity", args.min_sensitivity)
+    if (args.abstain or args.details) and (args.yes_prob or args.untrained):
+        raise InputError("--abstain and --details work with a trained oracle's answers and --choices, not with "
+                         "--yes-prob or --untrained")
     from hooks.models import load_model
 
     from .api import Oracle
@@ -123,6 +160,8 @@ def _ask(args: argparse.Namespace) -> int:
         oracle = Oracle.load(args.oracle, target_adapter=args.target_adapter, device=args.device, dtype=args.dtype,
                              overrides=overrides_from_args(args))
     pos = _parse_positions(args.positions)
+    if args.abstain or args.details:
+        return _ask_judged(oracle, args, pos, cands)
     if args.choices is not None:
         scores = oracle.answer_logprobs([Query(args.text, args.question, args.layer, pos)], [cands], diff=args.diff)[0]
         for c, sc in sorted(zip(cands, scores), key=lambda cs: -cs[1]):
@@ -137,6 +176,51 @@ def _ask(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ask_judged(oracle, args: argparse.Namespace, pos, cands) -> int:
+    from .confidence import Calibration, KindCalibration
+
+    if args.min_confidence is not None or args.min_sensitivity is not None:
+        cal = oracle.calibration or Calibration()
+        for kind in ("choice", "open"):
+            k = cal.kind(kind)
+            setattr(cal, kind, KindCalibration(k.temperature,
+                                               k.min_sensitivity if args.min_sensitivity is None else args.min_sensitivity,
+                                               k.min_confidence if args.min_confidence is None else args.min_confidence))
+        oracle.calibration = cal
+    kw = dict(layer=args.layer, positions=pos, diff=args.diff, abstain=args.abstain, details=True)
+    if cands is not None:
+        ans = oracle.choose(args.text, args.question, cands, **kw)
+    else:
+        ans = oracle.ask(args.text, args.question, max_new_tokens=args.max_new_tokens, **kw)
+    print(str(ans))
+    print(f"confidence {ans.confidence:.3f}, sensitivity {ans.sensitivity:.3f}"
+          + (f" (abstained; answer would be {ans.text!r})" if ans.abstained else ""))
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from .api import Oracle
+    from .calibrate import calibrate
+
+    from .card import has_card
+
+    cfg = CalibrationConfig(n=args.n, target_precision=args.target_precision, data_dir=args.data_dir)
+    if not has_card(args.oracle):
+        raise InputError(f"{args.oracle} has no oracle.json: calibrate a checkpoint folder made by `ao train`")
+    oracle = Oracle.load(args.oracle, device=args.device)
+    cal, _ = calibrate(oracle, cfg, progress=True)
+    path = cal.save(args.oracle)
+    for kind in ("choice", "open"):
+        k, f = cal.kind(kind), cal.fit.get(kind)
+        if f:
+            print(f"{kind}: n {f['n']}, accuracy {f['accuracy']:.2f}, temperature {k.temperature:.2f}, ECE "
+                  f"{f['ece_before']:.3f} -> {f['ece_after']:.3f}; answers when sensitivity >= {k.min_sensitivity:.4f} "
+                  f"and confidence >= {k.min_confidence:.3f}: {f['coverage']:.0%} answered at precision "
+                  f"{f['precision']:.2f}")
+    print(f"wrote {path}")
+    return 0
+
+
 def _suite(args: argparse.Namespace) -> int:
     from .api import Oracle
     from .card import update_evaluation
@@ -148,11 +232,39 @@ def _suite(args: argparse.Namespace) -> int:
     results = run_suite(oracle, cfg, progress=True)
     md, png = write_suite_report(results, Path(args.out) if args.out else Path(args.oracle) / "eval",
                                  command=args.command_line)
+    if args.confidence:
+        report = _suite_confidence(oracle, cfg, results["layer"], md)
+        results["confidence"] = report
     if not args.no_card:
         update_evaluation(Path(args.oracle), {"reading_suite": {"command": args.command_line, **results}})
     print(md.read_text())
     print(f"wrote {md} and {png}")
     return 0
+
+
+def _suite_confidence(oracle, cfg: SuiteConfig, layer: int, md: Path) -> dict:
+    """Calibration and abstention on the suite's own items; a section of suite.md and confidence.png."""
+    from .calibrate import confidence_report, confidence_table, plot_confidence
+    from .evaluate import example_vectors
+    from .suite import suite_items
+    from .tasks.base import atomic_write_text
+
+    untrained = type(oracle)(oracle.lm, oracle.card, trained=False, scaler=oracle.scaler)
+    items = {row: (exs, example_vectors(untrained, exs)) for row, exs in suite_items(oracle.lm, cfg, layer).items()}
+    report = confidence_report(oracle, items, progress=True)
+    png = md.parent / "confidence.png"
+    plot_confidence(report, png)
+    cal = oracle.calibration
+    section = ["", "## Calibration and abstention", "",
+               f"Temperatures and thresholds fitted by `ao calibrate` on the calibration split (choice: T "
+               f"{cal.choice.temperature:.2f}, answers when sensitivity >= {cal.choice.min_sensitivity:.4f} and "
+               f"confidence >= {cal.choice.min_confidence:.3f}; open: T {cal.open.temperature:.2f}, sensitivity >= "
+               f"{cal.open.min_sensitivity:.4f}, confidence >= {cal.open.min_confidence:.3f}); scored here on the "
+               "suite's unseen items of the trained skills. The untrained oracle is judged with the same "
+               "temperatures and thresholds.", ""]
+    section += confidence_table(report) + ["", f"![calibration and coverage]({png.name})"]
+    atomic_write_text(md, md.read_text() + "\n".join(section) + "\n")
+    return report
 
 
 def _eval(args: argparse.Namespace) -> int:

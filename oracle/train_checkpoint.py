@@ -19,7 +19,7 @@ TRAIN_STATE = "train_state"
 
 #: settings a resumed run may change: they steer bookkeeping, not what is learned
 RESUME_FREE_FIELDS = frozenset({"out", "steps", "time_budget_s", "eval_every", "eval_examples", "save_every",
-                                "device", "data_dir", "store_dir"})
+                                "device", "data_dir", "store_dir", "calibration_n"})
 
 
 def check_resume_settings(config: TrainConfig, out: Path) -> None:

@@ -76,6 +76,8 @@ class TrainConfig:
     examples_file: Optional[str] = _opt(None, "reuse a saved example list (JSONL) instead of building one", str)
     onpolicy_chats: Optional[str] = _opt(None, "JSON cache of chats written by the base model", str)
     onpolicy: int = _opt(512, "chats the base model writes (once, cached) when no cache is given")
+    calibration_n: int = _opt(32, "items per reading-skill row for the calibration fitted after training "
+                                  "(calibration.json; 0: skip; `ao calibrate` refits it)")
     init_from: Optional[str] = _opt(None, "continue training from this oracle folder's adapter and input scaling (a "
                                           "new optimizer and schedule; its injection settings must match)", str)
     time_budget_s: Optional[float] = _opt(None, "fit the training into this many seconds (steps cut after a speed probe)",
@@ -90,6 +92,8 @@ class TrainConfig:
             raise InputError(f"--input-scaling must be {' or '.join(SCALINGS)}, not {self.input_scaling!r}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise InputError(f"--precision must be auto, bf16 or fp32, not {self.precision!r}")
+        if self.calibration_n < 0:
+            raise InputError("--calibration-n must be 0 (skip) or more")
         for name in ("n_examples", "batch_size", "lora_r", "eval_every", "save_every", "max_context_tokens",
                      "scaling_examples"):
             if getattr(self, name) < 1:

@@ -83,6 +83,11 @@ def test_suite_documents_never_overlap_training_documents(tok):
     assert not train_docs & {e.meta["doc"] for e in suite}
     # and by the token ids the target reads
     assert not {tuple(e.context_ids) for e in train} & {tuple(e.context_ids) for e in suite}
+    # the calibration split (what temperature and abstention are fitted on) shares no document with either
+    calib = build_reading(tok, 30, 300, seed=0, split="calibration", skills={s: 1.0 for s in SKILLS}, questions="all")
+    calib_docs = {e.meta["doc"] for e in calib}
+    assert {e.meta["skill"] for e in calib} == set(SKILLS)
+    assert not calib_docs & {e.meta["doc"] for e in suite} and not calib_docs & train_docs
 
 
 def test_held_out_paraphrases_never_appear_in_the_training_mix(tok):

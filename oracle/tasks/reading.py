@@ -3,7 +3,8 @@
 
 Every skill asks 3+ paraphrases of one question; the last paraphrase of each skill (``held_out_question``)
 is never used in training, so the suite measures whether the oracle reads rather than matches wording.
-The train split and the eval split never share a document: WikiText trains on ``wikitext2_valid`` and
+The train split and the eval split never share a document (and the ``calibration`` split, a fifth of the
+eval documents by hash, shares none with the suite's ``eval`` items): WikiText trains on ``wikitext2_valid`` and
 evaluates on ``wikitext2_test``, SST-2 on its train and dev files, the other sources by a hash of the text
 or label. Each item records ``meta["doc"]``, a hash of its source document, so tests can prove it.
 
@@ -120,6 +121,22 @@ def check_skills(names: Sequence[str]) -> list[str]:
     if bad:
         raise InputError(f"unknown skill(s) {', '.join(map(repr, bad))}: use {', '.join(SKILLS)}")
     return list(names)
+
+
+#: a split of its own for fitting calibration and abstention: a fifth of the eval split's documents (by hash),
+#: which the suite (split "eval") never draws
+CALIBRATION = "calibration"
+_MAX_DRAWS = 200
+
+
+def is_calibration_doc(doc: str) -> bool:
+    """Whether an eval-split document belongs to the calibration share (one in five, by hash).
+
+    Example:
+        >>> sum(is_calibration_doc(f"text {i}") for i in range(1000)) in range(150, 250)
+        True
+    """
+    return int(doc_hash(doc), 16) % 5 == 0
 
 
 def doc_hash(text: str) -> str:
@@ -329,7 +346,10 @@ def build_reading(
     Choice items carry ``meta["candidates"]`` (the true answer first for distractor skills is shuffled away)
     and ``meta["label"]``, the index of the true candidate.
     """
-    n, split = check_n(n), check_split(split)
+    n = check_n(n)
+    if split != CALIBRATION:
+        check_split(split)
+    source = "eval" if split == CALIBRATION else split
     if questions not in ("train", "all", "held_out"):
         raise InputError(f"questions={questions!r}: use train, all or held_out")
     weights = dict(DEFAULT_SKILL_WEIGHTS if skills is None else skills)
@@ -346,7 +366,12 @@ def build_reading(
         rng = make_rng(seed, f"{FAMILY}:{skill}:{split}:{position}")
         pool = {"train": spec.train_questions, "all": spec.questions, "held_out": (spec.held_out_question,)}[questions]
         for i in range(count):
-            ids, positions, answer, distractor, doc, extra = sample_item(rng, tokenizer, skill, split, root, position)
+            for _ in range(_MAX_DRAWS):   # the eval split's documents are shared out between eval and calibration
+                ids, positions, answer, distractor, doc, extra = sample_item(rng, tokenizer, skill, source, root, position)
+                if source != "eval" or is_calibration_doc(doc) == (split == CALIBRATION):
+                    break
+            else:
+                raise InputError(f"no {split} document for skill {skill} in {_MAX_DRAWS} draws: check --data-dir")
             q_idx = i % len(pool) if questions != "train" else rng.randrange(len(pool))
             question = pool[q_idx]
             meta = {"skill": skill, "split": split, "doc": doc_hash(doc), "scoring": spec.scoring,
