@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 import torch
@@ -30,6 +30,9 @@ from .confidence import (Calibration, KindCalibration, check_threshold, choice_s
 from .evaluate import example_vectors
 from .tasks.base import OracleExample
 from .tasks.reading import CALIBRATION, SKILLS, build_reading
+
+if TYPE_CHECKING:
+    from .suite import SuiteConfig
 
 log = logging.getLogger(__name__)
 
@@ -262,3 +265,27 @@ def plot_confidence(report: dict, path: Path) -> None:
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
     tmp.replace(path)
+
+
+def append_confidence_section(oracle: Oracle, cfg: "SuiteConfig", layer: int, md: Path) -> dict:
+    """Calibration and abstention on the suite's own items (``cfg``, ``layer``): a section appended to the
+    suite report ``md`` and ``confidence.png`` beside it; returns the figures."""
+    from .suite import suite_items
+    from .tasks.base import atomic_write_text
+
+    untrained = type(oracle)(oracle.lm, oracle.card, trained=False, scaler=oracle.scaler)
+    items = {row: (exs, example_vectors(untrained, exs)) for row, exs in suite_items(oracle.lm, cfg, layer).items()}
+    report = confidence_report(oracle, items, progress=True)
+    png = md.parent / "confidence.png"
+    plot_confidence(report, png)
+    cal = oracle.calibration
+    section = ["", "## Calibration and abstention", "",
+               f"Temperatures and thresholds fitted by `ao calibrate` on the calibration split (choice: T "
+               f"{cal.choice.temperature:.2f}, answers when sensitivity >= {cal.choice.min_sensitivity:.4f} and "
+               f"confidence >= {cal.choice.min_confidence:.3f}; open: T {cal.open.temperature:.2f}, sensitivity >= "
+               f"{cal.open.min_sensitivity:.4f}, confidence >= {cal.open.min_confidence:.3f}); scored here on the "
+               "suite's unseen items of the trained skills. The untrained oracle is judged with the same "
+               "temperatures and thresholds.", ""]
+    section += confidence_table(report) + ["", f"![calibration and coverage]({png.name})"]
+    atomic_write_text(md, md.read_text() + "\n".join(section) + "\n")
+    return report

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import torch
 
@@ -351,3 +351,41 @@ def quick_eval_fn(n: int = 32, datasets: Sequence[str] = ("singular_plural", "en
                 **{k: round(v["accuracy"], 4) for k, v in scores.items()}}
 
     return fn
+
+
+def run_heldout_eval(oracle_path: Union[str, Path], n: int = 200, families_n: int = 100, data_dir=None,
+                     device: str = "cpu", out: Optional[Path] = None, command: str = "",
+                     write_card: bool = True) -> tuple[Path, Optional[Path]]:
+    """``ao eval``: the held-out classification sets (``n`` each) and the training families (``families_n``),
+    the trained oracle against the untrained one with the same card and input scaling; the report goes to
+    ``out`` (default: the oracle folder's ``eval/``) and, unless ``write_card`` is False, the figures into the card."""
+    from hooks.models import load_model
+
+    from .card import read_card, update_evaluation
+    from .scaling import InputScaler
+
+    card = read_card(Path(oracle_path))
+    lm = load_model(card.base_model, device=device)
+    # the baseline gets the same injection as the oracle under test, input scaling included
+    # (and the card's injection layer, coefficient and placeholder)
+    untrained = Oracle(lm, card, trained=False, scaler=InputScaler.for_checkpoint(oracle_path, card.input_scaling))
+    u_sc = evaluate_heldout_scores(untrained, n=n, data_dir=data_dir, progress=True) if n else {}
+    u_fam = evaluate_families(untrained, n=families_n, data_dir=data_dir) if families_n else None
+    oracle = Oracle.load(oracle_path, lm=lm)
+    t_sc = evaluate_heldout_scores(oracle, n=n, data_dir=data_dir, progress=True) if n else {}
+    t_fam = evaluate_families(oracle, n=families_n, data_dir=data_dir) if families_n else None
+    t_res, u_res = heldout_accuracies(t_sc), heldout_accuracies(u_sc)
+    md, png = write_report(t_res, u_res, out or Path(oracle_path) / "eval", t_fam, u_fam, command=command,
+                           trained_scores=t_sc, untrained_scores=u_sc)
+    figures: dict = {}
+    if n:
+        summary = {pos: {"trained": round(heldout_mean(t_res, pos), 4), "untrained": round(heldout_mean(u_res, pos), 4)}
+                   for pos in ("last", "full")}
+        figures["heldout_classification"] = {"n_per_set": n, "mean": summary, "per_set_trained": t_res,
+                                             "per_set_untrained": u_res, "scores_trained": t_sc,
+                                             "scores_untrained": u_sc}
+    if families_n:
+        figures.update(families_trained=t_fam, families_untrained=u_fam)
+    if write_card:
+        update_evaluation(Path(oracle_path), figures)
+    return md, png

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from oracle.cli import main
+from cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main(["probe-bench", *sys.argv[1:]]))

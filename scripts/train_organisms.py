@@ -62,7 +62,7 @@ def main() -> int:
         if (out / name / "organism.json").exists():
             return name, 0, 0.0
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-        cmd = [sys.executable, "-m", "oracle.cli", "organism", "train", *todo[name], "--out", str(out / name),
+        cmd = [sys.executable, "-m", "cli", "organism", "train", *todo[name], "--out", str(out / name),
                *args.extra.split()]
         t = time.time()
         with open(out / "logs" / f"{name}.log", "w") as logf:

@@ -112,7 +112,7 @@ def test_thresholds_outside_0_1_are_refused():
     (["calibrate", "--oracle", "checkpoints/organisms/benign"], "has no oracle.json"),
 ])
 def test_cli_refuses_bad_confidence_arguments_in_one_line(argv, message, capsys):
-    from oracle.cli import main
+    from cli.main import main
 
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -365,7 +365,7 @@ def test_config_validation_is_one_line():
 
 
 def test_ao_train_and_eval_reject_bad_arguments_in_one_line(tmp_path, capsys):
-    from oracle.cli import main
+    from cli.main import main
 
     assert main(["train", "--out", str(tmp_path / "o"), "--mix", "{classification: 1}"]) == 2
     err = capsys.readouterr().err.strip()

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from hooks.errors import InputError
-from oracle.cli import main as ao
+from cli.main import main as ao
 from oracle.organisms import OrganismConfig, read_card, train_organism
 from oracle.organisms import data as D
 from oracle.organisms.train import reverify, tokenize_for_sft

@@ -69,7 +69,7 @@ def test_probe_on_synthetic_store_learns(tmp_path):
 
 
 def test_cli_bad_input_exits_2(tmp_path, capsys):
-    from oracle.cli import main
+    from cli.main import main
 
     rc = main(["probe-bench", "--datasets", "no_such_set", "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip()

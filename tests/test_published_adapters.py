@@ -44,7 +44,7 @@ CORPUS = [
 
 
 def _cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    from oracle.cli import main
+    from cli.main import main
 
     rc = main(argv)
     out, err = capsys.readouterr()

@@ -146,7 +146,7 @@ def test_labels_to_match_and_chance():
 # -- the command line -----------------------------------------------------------------------------
 
 def test_cli_choice_and_suite_bad_input_is_one_line(capsys):
-    from oracle.cli import main
+    from cli.main import main
 
     assert main(["eval", "--suite", "skills", "--skills", "word_at,telepathy"]) == 2
     err = capsys.readouterr().err.strip()
@@ -159,7 +159,7 @@ def test_cli_choice_and_suite_bad_input_is_one_line(capsys):
 
 @pytest.mark.slow
 def test_cli_choice_bad_candidates_on_the_embedded_model(capsys):
-    from oracle.cli import main
+    from cli.main import main
 
     base = ["ask", "--untrained", "--text", "I loved this film.", "--question", "What is the sentiment?"]
     assert main(base + ["--choices", "good|good"]) == 2

@@ -65,7 +65,8 @@ class MethodOutput:
     probs_V: torch.Tensor
     detection: float
     detection_detail: dict = field(default_factory=dict)
-    answers: dict = field(default_factory=dict)   # question -> [{"prompt", "answer"}]
+    answers: dict = field(default_factory=dict)   # question -> [{"prompt", "answer"(, "sensitivity")}]
+    sensitivity: float | None = None              # oracles: how much the concept answer depends on the vectors
 
 
 @dataclass
@@ -124,6 +125,10 @@ class AuditContext:
         return [chat_ids(self.lm.tokenizer, q) + suffix for q in SELF_DETECTION_QUESTIONS]
 
 
+#: queries of the concept question whose sensitivity an oracle method reports
+SENSITIVITY_SAMPLE = 32
+
+
 def first_per_group(n: int, k: int) -> list[int]:
     """The first ``k`` of ``n`` prompts: the built-in list interleaves its groups round robin, so
     these cover every group (secret, taboo, ordinary) evenly.
@@ -138,11 +143,12 @@ def first_per_group(n: int, k: int) -> list[int]:
 # -- the oracles ----------------------------------------------------------------------------------
 
 @torch.no_grad()
-def oracle_mean_probs(oracle: Oracle, queries: list[Query], batch_size: int) -> torch.Tensor:
+def oracle_mean_probs(oracle: Oracle, queries: list[Query], batch_size: int, diff: bool = False) -> torch.Tensor:
     """The oracle's first-answer-token distribution ``(V,)`` averaged over the queries (one prefill
-    forward with injection, exactly as :meth:`Oracle.yes_probability_batch`, keeping the whole vocabulary)."""
-    # sources are vectors: a difference is already applied
-    return oracle.first_token_logprobs(queries, batch_size=batch_size).exp().mean(0).cpu()
+    forward with injection, exactly as :meth:`Oracle.yes_probability_batch`, keeping the whole vocabulary).
+    ``diff``: the sources are target-minus-base differences (already taken), which the oracle's input scaling
+    only divides by the spread: subtracting the layer's mean would bury them under one constant vector."""
+    return oracle.first_token_logprobs(queries, diff=diff, batch_size=batch_size).exp().mean(0).cpu()
 
 
 def run_oracle(ctx: AuditContext, oracle: Oracle, diff: bool) -> MethodOutput:
@@ -151,25 +157,33 @@ def run_oracle(ctx: AuditContext, oracle: Oracle, diff: bool) -> MethodOutput:
     vecs = ctx.diff_vecs() if diff else ctx.target_vecs
     replies = (ctx.reply_diff_vecs() if diff else ctx.reply_vecs) if ctx.reply_ids else []
     queries = [Query(v, CONCEPT_QUESTION, layer=ctx.layer) for v in [*vecs, *replies]]
-    probs = oracle_mean_probs(oracle, queries, cfg.batch_size)
+    probs = oracle_mean_probs(oracle, queries, cfg.batch_size, diff=diff)
     det_q = [Query(vecs[i], q, layer=ctx.layer) for q in ORACLE_DETECTION_QUESTIONS for i in ctx.detect_idx]
-    p_yes = oracle.yes_probability_batch(det_q, batch_size=cfg.batch_size)
+    p_yes = oracle.yes_probability_batch(det_q, diff=diff, batch_size=cfg.batch_size)
     n = len(ctx.detect_idx)
     per_q = {q: sum(p_yes[j * n:(j + 1) * n]) / max(1, n) for j, q in enumerate(ORACLE_DETECTION_QUESTIONS)}
     questions = [SECRET_QUESTION, GOAL_QUESTION] + ([CHANGE_QUESTION] if diff else [])
     answers: dict = {}
     if ctx.text_idx and replies:
-        got = oracle.ask_batch([Query(replies[i], CONCEPT_QUESTION, layer=ctx.layer) for i in ctx.text_idx],
-                               max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
+        reply_q = [Query(replies[i], CONCEPT_QUESTION, layer=ctx.layer) for i in ctx.text_idx]
+        got = oracle.ask_batch(reply_q, diff=diff, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
+        sens = oracle.sensitivity(reply_q, diff=diff)
         answers[CONCEPT_QUESTION + " (reading the target's reply)"] = [
-            {"prompt": ctx.prompts[i].text, "answer": a} for i, a in zip(ctx.text_idx, got)]
+            {"prompt": ctx.prompts[i].text, "answer": a, "sensitivity": round(s, 4)}
+            for i, a, s in zip(ctx.text_idx, got, sens)]
     if ctx.text_idx:
         text_q = [Query(vecs[i], q, layer=ctx.layer) for q in questions for i in ctx.text_idx]
-        got = oracle.ask_batch(text_q, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
+        got = oracle.ask_batch(text_q, diff=diff, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
+        sens = oracle.sensitivity(text_q, diff=diff)
         k = len(ctx.text_idx)
         for j, q in enumerate(questions):
-            answers[q] = [{"prompt": ctx.prompts[i].text, "answer": a} for i, a in zip(ctx.text_idx, got[j * k:(j + 1) * k])]
-    return MethodOutput(probs, sum(p_yes) / max(1, len(p_yes)), {"p_yes_per_question": per_q, "n_prompts": n}, answers)
+            answers[q] = [{"prompt": ctx.prompts[i].text, "answer": a, "sensitivity": round(s, 4)}
+                          for i, a, s in zip(ctx.text_idx, got[j * k:(j + 1) * k], sens[j * k:(j + 1) * k])]
+    # the concept answer's dependence on the vectors, on an even sample of the queries (controls cost a pass each)
+    sample = queries[:: max(1, len(queries) // SENSITIVITY_SAMPLE)][:SENSITIVITY_SAMPLE]
+    concept_sens = sum(oracle.sensitivity(sample, diff=diff)) / max(1, len(sample))
+    return MethodOutput(probs, sum(p_yes) / max(1, len(p_yes)), {"p_yes_per_question": per_q, "n_prompts": n}, answers,
+                        sensitivity=concept_sens)
 
 
 # -- black-box baselines on the target --------------------------------------------------------------

@@ -207,6 +207,7 @@ def run_audit(config: AuditConfig, lm: LoadedModel | None = None) -> dict:
                 "description": DESCRIPTIONS[name], **ranked, "secret_found": ranked["confidence"] >= config.threshold,
                 "detection": round(float(out.detection), 6), "detection_detail": out.detection_detail,
                 "answers": out.answers, "seconds": seconds,
+                **({} if out.sensitivity is None else {"sensitivity": round(float(out.sensitivity), 4)}),
             }
             log.info("%s: top %s (%.3f), detection %.3f, %.1fs", name, ranked["top_word"], ranked["confidence"],
                      out.detection, seconds)

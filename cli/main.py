@@ -14,13 +14,13 @@ from hooks.errors import AOError
 
 # Modules that add subcommands; a module missing here is skipped (optional features).
 COMMAND_MODULES = (
-    "oracle.cmd_capture",
-    "oracle.cmd_oracle",
-    "oracle.cmd_card",
-    "oracle.cmd_probe",
-    "oracle.cmd_organism",
-    "oracle.cmd_audit",
-    "oracle.cmd_demo",
+    "cli.cmd_capture",
+    "cli.cmd_oracle",
+    "cli.cmd_card",
+    "cli.cmd_probe",
+    "cli.cmd_organism",
+    "cli.cmd_audit",
+    "cli.cmd_demo",
 )
 
 
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    # the command as the user would type it (``python -m oracle.cli X`` is ``ao X``), for reports
+    # the command as the user would type it (``python -m cli X`` is ``ao X``), for reports
     args.command_line = "ao " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "func", None):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from .organisms.train import KINDS, OrganismConfig
+    from oracle.organisms.train import KINDS, OrganismConfig
 
     org = sub.add_parser("organism", help="train or inspect model organisms (fine-tuned targets with a known ground truth)")
     osub = org.add_subparsers(dest="organism_command", metavar="ACTION")
@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args) -> int:
-    from .organisms.train import OrganismConfig, train_organism
+    from oracle.organisms.train import OrganismConfig, train_organism
 
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(OrganismConfig) if f.name != "out"}
     config = OrganismConfig(out=args.out or "checkpoints/organisms/_", **values)
@@ -54,14 +54,14 @@ def _train(args) -> int:
 
 
 def _show(args) -> int:
-    from .organisms.train import read_card
+    from oracle.organisms.train import read_card
 
     print(json.dumps(read_card(Path(args.folder)), indent=2, ensure_ascii=False))
     return 0
 
 
 def _verify(args) -> int:
-    from .organisms.train import reverify
+    from oracle.organisms.train import reverify
 
     card = reverify(Path(args.folder), args.data_dir)
     print("verification: " + json.dumps({k: v for k, v in card["verification"].items() if k != "examples"}))

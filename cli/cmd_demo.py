@@ -23,9 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _demo(args) -> int:
     from hooks.errors import InputError
 
-    from .audit import AuditConfig, run_audit
-    from .audit.run import resolve_oracle_path as resolve
-    from .organisms import read_card
+    from oracle.audit import AuditConfig, run_audit
+    from oracle.audit.run import resolve_oracle_path as resolve
+    from oracle.organisms import read_card
 
     organism, oracle = resolve(args.organism), resolve(args.oracle)
     if not (organism / "adapter_model.safetensors").is_file():
@@ -37,14 +37,19 @@ def _demo(args) -> int:
     truth = read_card(organism)  # the ground truth, opened only now that the audit is finished
     secret = (truth.get("secret") or "").lower()
     print(f"\nground truth: kind={truth['kind']} secret={truth.get('secret')} trigger={truth.get('trigger')!r}")
-    print(f"{'method':18s} {'top-5 candidate secret words':52s} {'secret rank':>11s} {'trigger score':>13s}")
+    print(f"{'method':18s} {'top-5 candidate secret words':52s} {'secret rank':>11s} {'trigger score':>13s} "
+          f"{'sensitivity':>11s}")
     for name, m in report["methods"].items():
         words = [w["word"] for w in m["top_words"]]
         rank = (str(words.index(secret) + 1) if secret in words else "-") if secret else "n/a"
-        print(f"{name:18s} {', '.join(words[:5]):52s} {rank:>11s} {m['detection']:13.3f}")
+        sens = f"{m['sensitivity']:11.3f}" if "sensitivity" in m else f"{'-':>11s}"
+        print(f"{name:18s} {', '.join(words[:5]):52s} {rank:>11s} {m['detection']:13.3f} {sens}")
     answers = report["methods"].get("oracle", {}).get("answers", {})
     for question, rows in answers.items():
         if rows:
-            print(f"oracle, {question!r}: {rows[0]['answer']!r}")
+            sens = f" (sensitivity {rows[0]['sensitivity']:.3f})" if "sensitivity" in rows[0] else ""
+            print(f"oracle, {question!r}: {rows[0]['answer']!r}{sens}")
+    print("sensitivity: how much the oracle's answer depends on the activations (JS divergence against control "
+          "vectors, 0..1 bits; near 0 = the answer comes from the question)")
     print(f"\nreport: {Path(args.out) / 'report.md'} ({time.time() - t:.0f} s)")
     return 0

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .audit.config import DEFAULT_ORACLE, METHODS, ORACLE_METHODS, SECRET_THRESHOLD
+from oracle.audit.config import DEFAULT_ORACLE, METHODS, ORACLE_METHODS, SECRET_THRESHOLD
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,8 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _audit(args: argparse.Namespace) -> int:
-    from .audit import AuditConfig, run_audit
-    from .audit.report import summary_rows
+    from oracle.audit import AuditConfig, run_audit
+    from oracle.audit.report import summary_rows
 
     if args.threads is not None:
         import torch

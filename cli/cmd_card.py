@@ -5,7 +5,7 @@ import argparse
 import json
 from dataclasses import asdict
 
-from .published import add_card_arguments, overrides_from_args
+from oracle.published import add_card_arguments, overrides_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _init(args: argparse.Namespace) -> int:
-    from .published import init_card
+    from oracle.published import init_card
 
     card = init_card(args.folder, overrides_from_args(args), force=args.force)
     summary = {k: v for k, v in asdict(card).items() if k not in ("train_config", "evaluation")}

@@ -8,12 +8,12 @@ from pathlib import Path
 
 from hooks.errors import InputError
 
-from .published import add_card_arguments, overrides_from_args
-from .api import Query
-from .calibrate import CalibrationConfig
-from .confidence import check_threshold
-from .suite import SuiteConfig
-from .train import TrainConfig
+from oracle.published import add_card_arguments, overrides_from_args
+from oracle.api import Query
+from oracle.calibrate import CalibrationConfig
+from oracle.confidence import check_threshold
+from oracle.suite import SuiteConfig
+from oracle.train import TrainConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -106,9 +106,9 @@ def _train(args: argparse.Namespace) -> int:
         if not isinstance(kwargs[name], dict):
             raise InputError(f"--{name} must be a JSON object of weights, e.g. '{example}'")
     cfg = TrainConfig(**kwargs)
-    from .evaluate import quick_eval_fn
-    from .suite import suite_eval_fn
-    from .train import train_oracle
+    from oracle.evaluate import quick_eval_fn
+    from oracle.suite import suite_eval_fn
+    from oracle.train import train_oracle
 
     if args.no_eval:
         eval_fn = None
@@ -120,8 +120,8 @@ def _train(args: argparse.Namespace) -> int:
     print(f"trained {summary['steps']} steps on {summary['examples']} examples in {summary['wall_time_s']:.0f}s; "
           f"final loss {summary['final_loss']}; last held-out check {summary['last_eval']}")
     if cfg.calibration_n and "reading" in cfg.mix and not args.no_eval:
-        from .api import Oracle
-        from .calibrate import calibrate
+        from oracle.api import Oracle
+        from oracle.calibrate import calibrate
 
         cal, _ = calibrate(Oracle.load(cfg.out, device=cfg.device),
                            CalibrationConfig(n=cfg.calibration_n, data_dir=cfg.data_dir), progress=True)
@@ -151,7 +151,7 @@ def _ask(args: argparse.Namespace) -> int:
                          "--yes-prob or --untrained")
     from hooks.models import load_model
 
-    from .api import Oracle
+    from oracle.api import Oracle
 
     if args.untrained:
         oracle = Oracle.untrained(lm=load_model(args.model, dtype=args.dtype, device=args.device))
@@ -177,7 +177,7 @@ def _ask(args: argparse.Namespace) -> int:
 
 
 def _ask_judged(oracle, args: argparse.Namespace, pos, cands) -> int:
-    from .confidence import Calibration, KindCalibration
+    from oracle.confidence import Calibration, KindCalibration
 
     if args.min_confidence is not None or args.min_sensitivity is not None:
         cal = oracle.calibration or Calibration()
@@ -199,10 +199,10 @@ def _ask_judged(oracle, args: argparse.Namespace, pos, cands) -> int:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from .api import Oracle
-    from .calibrate import calibrate
+    from oracle.api import Oracle
+    from oracle.calibrate import calibrate
 
-    from .card import has_card
+    from oracle.card import has_card
 
     cfg = CalibrationConfig(n=args.n, target_precision=args.target_precision, data_dir=args.data_dir)
     if not has_card(args.oracle):
@@ -222,9 +222,9 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 
 def _suite(args: argparse.Namespace) -> int:
-    from .api import Oracle
-    from .card import update_evaluation
-    from .suite import run_suite, write_suite_report
+    from oracle.api import Oracle
+    from oracle.card import update_evaluation
+    from oracle.suite import run_suite, write_suite_report
 
     skills = [s.strip() for s in args.skills.split(",") if s.strip()] if args.skills else None
     cfg = SuiteConfig(n=args.suite_n, probe_n=args.probe_n, skills=skills, data_dir=args.data_dir)
@@ -233,8 +233,9 @@ def _suite(args: argparse.Namespace) -> int:
     md, png = write_suite_report(results, Path(args.out) if args.out else Path(args.oracle) / "eval",
                                  command=args.command_line)
     if args.confidence:
-        report = _suite_confidence(oracle, cfg, results["layer"], md)
-        results["confidence"] = report
+        from oracle.calibrate import append_confidence_section
+
+        results["confidence"] = append_confidence_section(oracle, cfg, results["layer"], md)
     if not args.no_card:
         update_evaluation(Path(args.oracle), {"reading_suite": {"command": args.command_line, **results}})
     print(md.read_text())
@@ -242,70 +243,17 @@ def _suite(args: argparse.Namespace) -> int:
     return 0
 
 
-def _suite_confidence(oracle, cfg: SuiteConfig, layer: int, md: Path) -> dict:
-    """Calibration and abstention on the suite's own items; a section of suite.md and confidence.png."""
-    from .calibrate import confidence_report, confidence_table, plot_confidence
-    from .evaluate import example_vectors
-    from .suite import suite_items
-    from .tasks.base import atomic_write_text
-
-    untrained = type(oracle)(oracle.lm, oracle.card, trained=False, scaler=oracle.scaler)
-    items = {row: (exs, example_vectors(untrained, exs)) for row, exs in suite_items(oracle.lm, cfg, layer).items()}
-    report = confidence_report(oracle, items, progress=True)
-    png = md.parent / "confidence.png"
-    plot_confidence(report, png)
-    cal = oracle.calibration
-    section = ["", "## Calibration and abstention", "",
-               f"Temperatures and thresholds fitted by `ao calibrate` on the calibration split (choice: T "
-               f"{cal.choice.temperature:.2f}, answers when sensitivity >= {cal.choice.min_sensitivity:.4f} and "
-               f"confidence >= {cal.choice.min_confidence:.3f}; open: T {cal.open.temperature:.2f}, sensitivity >= "
-               f"{cal.open.min_sensitivity:.4f}, confidence >= {cal.open.min_confidence:.3f}); scored here on the "
-               "suite's unseen items of the trained skills. The untrained oracle is judged with the same "
-               "temperatures and thresholds.", ""]
-    section += confidence_table(report) + ["", f"![calibration and coverage]({png.name})"]
-    atomic_write_text(md, md.read_text() + "\n".join(section) + "\n")
-    return report
-
-
 def _eval(args: argparse.Namespace) -> int:
-    from hooks.models import load_model
-
     if args.suite:
         return _suite(args)
 
-    from .api import Oracle
-    from .card import read_card, update_evaluation
-    from .scaling import InputScaler
-    from .evaluate import (evaluate_families, evaluate_heldout_scores, heldout_accuracies, heldout_mean,
-                           write_report)
+    from oracle.evaluate import run_heldout_eval
 
     if args.n < 0 or args.families_n < 0 or args.n == args.families_n == 0:
         raise InputError("--n and --families-n must be >= 0 and not both 0 (0 skips that part)")
-    card = read_card(Path(args.oracle))
-    lm = load_model(card.base_model, device=args.device)
-    # the baseline gets the same injection as the oracle under test, input scaling included
-    # (and the card's injection layer, coefficient and placeholder)
-    untrained = Oracle(lm, card, trained=False, scaler=InputScaler.for_checkpoint(args.oracle, card.input_scaling))
-    u_sc = evaluate_heldout_scores(untrained, n=args.n, data_dir=args.data_dir, progress=True) if args.n else {}
-    u_fam = evaluate_families(untrained, n=args.families_n, data_dir=args.data_dir) if args.families_n else None
-    oracle = Oracle.load(args.oracle, lm=lm)
-    t_sc = evaluate_heldout_scores(oracle, n=args.n, data_dir=args.data_dir, progress=True) if args.n else {}
-    t_fam = evaluate_families(oracle, n=args.families_n, data_dir=args.data_dir) if args.families_n else None
-    t_res, u_res = heldout_accuracies(t_sc), heldout_accuracies(u_sc)
-    out = Path(args.out) if args.out else Path(args.oracle) / "eval"
-    cmd = args.command_line
-    md, png = write_report(t_res, u_res, out, t_fam, u_fam, command=cmd, trained_scores=t_sc, untrained_scores=u_sc)
-    figures: dict = {}
-    if args.n:
-        summary = {pos: {"trained": round(heldout_mean(t_res, pos), 4), "untrained": round(heldout_mean(u_res, pos), 4)}
-                   for pos in ("last", "full")}
-        figures["heldout_classification"] = {"n_per_set": args.n, "mean": summary, "per_set_trained": t_res,
-                                             "per_set_untrained": u_res, "scores_trained": t_sc,
-                                             "scores_untrained": u_sc}
-    if args.families_n:
-        figures.update(families_trained=t_fam, families_untrained=u_fam)
-    if not args.no_card:
-        update_evaluation(Path(args.oracle), figures)
+    md, png = run_heldout_eval(args.oracle, n=args.n, families_n=args.families_n, data_dir=args.data_dir,
+                               device=args.device, out=Path(args.out) if args.out else None,
+                               command=args.command_line, write_card=not args.no_card)
     print(md.read_text())
     print(f"wrote {md}" + (f" and {png}" if png else ""))
     return 0

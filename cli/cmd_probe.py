@@ -6,7 +6,7 @@ import argparse
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     """The probe-bench options (shared by ``ao probe-bench`` and ``scripts/probe_bench.py``)."""
-    from .probe_bench import DEFAULT_ORACLE
+    from oracle.probe_bench import DEFAULT_ORACLE
 
     p.add_argument("--model", default="smollm2-135m", help="target model (the oracle's base model)")
     p.add_argument("--oracle", default=DEFAULT_ORACLE,
@@ -24,7 +24,7 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    from .probe_bench import run_probe_bench
+    from oracle.probe_bench import run_probe_bench
 
     res = run_probe_bench(args.out, model=args.model, oracle_path=args.oracle, datasets=args.datasets, n=args.n,
                           data_dir=args.data_dir, include_train_families=args.include_train_families,
