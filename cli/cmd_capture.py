@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from hooks.capture_job import CaptureConfig, run_capture
+from hooks.positions import GRAMMAR
 from hooks.store import ActivationStore
 from hooks.texts import load_texts
 
@@ -17,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--texts", required=True, help=".txt (one document per non-empty line) or .jsonl ('text' or 'messages')")
     p.add_argument("--layers", default="25%,50%,75%", help="indices, negative indices, percents or blocks.N.hook_resid_post")
     p.add_argument("--out", required=True, help="store folder")
-    p.add_argument("--positions", default="all", help="all | last | last:K | slice:A:B")
+    p.add_argument("--positions", default="all", help=f"tokens to keep: {GRAMMAR} (default: all)")
     p.add_argument("--max-length", type=int, default=512)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-batch-tokens", type=int, default=4096)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from hooks.errors import InputError
+from hooks.positions import GRAMMAR, parse_positions
 
 from oracle.published import add_card_arguments, overrides_from_args
 from oracle.api import Query
@@ -40,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--text", required=True)
     a.add_argument("--question", required=True)
     a.add_argument("--layer", default=None)
-    a.add_argument("--positions", default="last", help="last | all | N | A:B")
+    a.add_argument("--positions", default="last", help=f"tokens to read: {GRAMMAR} (default: last)")
     a.add_argument("--diff", action="store_true", help="inject (target - base) activations")
     a.add_argument("--yes-prob", action="store_true", help="print P(Yes) instead of generating")
     a.add_argument("--choices", default=None,
@@ -131,19 +132,11 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_positions(s: str):
-    if s in ("last", "all"):
-        return s
-    if ":" in s:
-        a, b = s.split(":", 1)
-        return slice(int(a) if a else None, int(b) if b else None)
-    return int(s)
-
-
 def _ask(args: argparse.Namespace) -> int:
     cands = [c.strip() for c in args.choices.split("|")] if args.choices is not None else None
     if cands is not None and len(cands) < 2:   # before the (slow) model load
         raise InputError(f"--choices needs at least two candidate answers separated by '|', got {args.choices!r}")
+    pos = parse_positions(args.positions)
     check_threshold("--min-confidence", args.min_confidence)
     check_threshold("--min-sensitivity", args.min_sensitivity)
     if (args.abstain or args.details) and (args.yes_prob or args.untrained):
@@ -159,7 +152,6 @@ def _ask(args: argparse.Namespace) -> int:
     else:
         oracle = Oracle.load(args.oracle, target_adapter=args.target_adapter, device=args.device, dtype=args.dtype,
                              overrides=overrides_from_args(args))
-    pos = _parse_positions(args.positions)
     if args.abstain or args.details:
         return _ask_judged(oracle, args, pos, cands)
     if args.choices is not None:

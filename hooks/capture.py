@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import itertools
 import logging
-import re
 import threading
 import weakref
 from concurrent.futures import ThreadPoolExecutor
@@ -313,39 +312,8 @@ def capture_batch(
 # Position selection
 
 
-_POS_RE = re.compile(r"^(all|last(?::(\d+))?|slice:(-?\d*):(-?\d*))$")
-
-
-def parse_positions(spec: str) -> str:
-    """Validate a positions spec: ``all``, ``last``, ``last:K`` or ``slice:A:B`` (python slice of each doc).
-
-    Example:
-        >>> parse_positions("last:4")
-        'last:4'
-    """
-    if not _POS_RE.match(spec.strip()):
-        raise InputError(f"bad positions {spec!r}: use all, last, last:K or slice:A:B")
-    return spec.strip()
-
-
-def select_positions(n_tokens: int, spec: str) -> list[int]:
-    """Which positions (0-based) of a document of ``n_tokens`` real tokens to keep.
-
-    Example:
-        >>> select_positions(10, "last:3"), select_positions(10, "slice:2:4"), len(select_positions(10, "all"))
-        ([7, 8, 9], [2, 3], 10)
-    """
-    m = _POS_RE.match(spec)
-    if m is None:
-        raise InputError(f"bad positions {spec!r}: use all, last, last:K or slice:A:B")
-    if m.group(1) == "all":
-        return list(range(n_tokens))
-    if m.group(1).startswith("last"):
-        k = int(m.group(2) or 1)
-        return list(range(max(0, n_tokens - k), n_tokens))
-    a = int(m.group(3)) if m.group(3) else None
-    b = int(m.group(4)) if m.group(4) else None
-    return list(range(n_tokens))[slice(a, b)]
+# One grammar for capture, ao ask and the Oracle API: hooks/positions.py.
+from .positions import select_positions  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ from typing import Optional, Sequence
 
 import torch
 
-from .capture import BACKENDS, capture_documents, default_workers, parse_positions
+from .capture import BACKENDS, capture_documents, default_workers
+from .positions import parse_positions
 from .errors import InputError, StoreError
 from .layers import resolve_layers
 from .models import LoadedModel, load_model, parse_dtype

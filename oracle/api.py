@@ -12,6 +12,7 @@ import torch
 from hooks.errors import CheckpointError, InputError
 from hooks.inject import inject_at
 from hooks.layers import resolve_layer
+from hooks.positions import Positions, select_positions
 from hooks.adapter_base import load_adapter_base
 from hooks.models import LoadedModel, active_adapter, attach_adapter, check_adapter_folder, load_model
 
@@ -24,7 +25,6 @@ from .tasks.base import source_layers
 
 log = logging.getLogger(__name__)
 
-Positions = Union[str, int, Sequence[int], slice]
 
 
 @dataclass
@@ -32,8 +32,8 @@ class Query:
     """One question about one piece of target activity.
 
     ``source``: a text (captured from the target inside the oracle) or an activation tensor
-    ``(K, D)`` / ``(D,)``. ``positions``: ``"last"``, ``"all"``, an int, a list or a slice of the
-    text's tokens (texts only).
+    ``(K, D)`` / ``(D,)``. ``positions`` (texts only): the one grammar of :mod:`hooks.positions`
+    (``"last"``, ``"all"``, ``"last:K"``, ``"slice:A:B"``, ``"N"``, ``"N,M"``, an int, a list or a slice).
     """
 
     source: Union[str, torch.Tensor]
@@ -51,14 +51,6 @@ def yes_no_token_ids(tokenizer) -> tuple[int, int]:
         True
     """
     return tuple(tokenizer.encode(w, add_special_tokens=False)[0] for w in ("Yes", "No"))  # type: ignore[return-value]
-
-
-def _one_position(p: int, n: int) -> int:
-    """Index into a text of ``n`` tokens; negative counts from the end. Out of range is an error, not a wrap."""
-    p = int(p)
-    if not -n <= p < n:
-        raise InputError(f"position {p} is outside the text, which has {n} tokens: use 0..{n - 1} or -{n}..-1")
-    return p % n
 
 
 class Oracle:
@@ -169,17 +161,9 @@ class Oracle:
         return idx
 
     def _positions(self, n: int, positions: Positions) -> list[int]:
-        if isinstance(positions, str):
-            if positions == "last":
-                return [n - 1]
-            if positions in ("all", "full"):
-                return list(range(max(0, n - 50), n))
-            raise InputError(f"positions {positions!r}: use 'last', 'all', an int, a list or a slice")
-        if isinstance(positions, slice):
-            return list(range(n))[positions] or [n - 1]
-        out = [_one_position(p, n) for p in ([positions] if isinstance(positions, int) else positions)]
+        out = select_positions(n, positions)
         if not out:
-            raise InputError("positions is empty")
+            raise InputError(f"positions {positions!r} select no token of a text of {n} tokens")
         return out
 
     def encode(self, text: str) -> list[int]:

@@ -11,8 +11,9 @@ import pytest
 import torch
 from torch import nn
 
+from hooks.positions import select_positions
 from hooks.capture import (
-    capture_batch, capture_documents, length_sorted_batches, pad_batch, position_ids_from_mask, select_positions,
+    capture_batch, capture_documents, length_sorted_batches, pad_batch, position_ids_from_mask,
 )
 from hooks.capture_job import CaptureConfig
 from hooks.errors import InputError, LayerError

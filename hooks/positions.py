@@ -1,0 +1,94 @@
+"""The one positions grammar: which tokens of a text to read, shared by ``ao capture``, ``ao ask`` and the
+``Oracle`` API.
+
+========================  ===============================================
+``all``                   every token
+``last``                  the last token
+``last:K``                the last K tokens
+``slice:A:B``             a Python slice of the tokens (A or B may be empty or negative)
+``N``                     token N (negative counts from the end)
+``N,M,...``               those tokens
+========================  ===============================================
+
+In Python a position may also be an ``int``, a list of ints or a ``slice``. A position outside the text is an
+error naming the text's length, never a silent wrap; the spellings of earlier versions (``full``, ``A:B``)
+are refused with the new one named.
+"""
+from __future__ import annotations
+
+import re
+from typing import Sequence, Union
+
+from .errors import InputError
+
+Positions = Union[str, int, Sequence[int], slice]
+
+GRAMMAR = "all, last, last:K, slice:A:B, N or N,M,..."
+_SPEC = re.compile(r"^(all|last(?::(\d+))?|slice:(-?\d*):(-?\d*)|-?\d+(?:,-?\d+)*)$")
+_OLD = {re.compile(r"^full$"): "all (every token) or last:K", re.compile(r"^(-?\d*):(-?\d*)$"): "slice:{0}:{1}"}
+
+
+def parse_positions(spec: Positions) -> Positions:
+    """Validate a positions spec (string specs come back stripped; ints, lists and slices unchanged).
+
+    Example:
+        >>> parse_positions(" last:4 "), parse_positions("3,5"), parse_positions(-1)
+        ('last:4', '3,5', -1)
+        >>> parse_positions("2:5")
+        Traceback (most recent call last):
+        ...
+        hooks.errors.InputError: positions '2:5' is an old spelling: write slice:2:5 (positions are all, last, last:K, slice:A:B, N or N,M,...)
+    """
+    if isinstance(spec, (slice, int)) and not isinstance(spec, bool):
+        return spec
+    if isinstance(spec, str):
+        s = spec.strip()
+        if _SPEC.match(s):
+            if s.startswith("last:") and int(s[5:]) < 1:
+                raise InputError(f"positions {spec!r}: last:K needs K >= 1")
+            return s
+        for old, new in _OLD.items():
+            m = old.match(s)
+            if m:
+                raise InputError(f"positions {spec!r} is an old spelling: write {new.format(*m.groups())} "
+                                 f"(positions are {GRAMMAR})")
+        raise InputError(f"bad positions {spec!r}: use {GRAMMAR}")
+    if isinstance(spec, Sequence) and all(isinstance(p, int) and not isinstance(p, bool) for p in spec):
+        if not spec:
+            raise InputError("positions is an empty list: give at least one token index")
+        return list(spec)
+    raise InputError(f"bad positions {spec!r}: use {GRAMMAR}, an int, a list of ints or a slice")
+
+
+def _one(p: int, n: int) -> int:
+    if not -n <= p < n:
+        raise InputError(f"position {p} is outside the text, which has {n} tokens: use 0..{n - 1} or -{n}..-1")
+    return p % n
+
+
+def select_positions(n_tokens: int, spec: Positions) -> list[int]:
+    """The 0-based token indices ``spec`` picks in a text of ``n_tokens`` tokens.
+
+    Example:
+        >>> select_positions(10, "last:3"), select_positions(10, "slice:2:4"), len(select_positions(10, "all"))
+        ([7, 8, 9], [2, 3], 10)
+        >>> select_positions(10, "-1"), select_positions(10, [0, -2]), select_positions(10, slice(8, None))
+        ([9], [0, 8], [8, 9])
+    """
+    spec = parse_positions(spec)
+    n = int(n_tokens)
+    if isinstance(spec, int):
+        return [_one(spec, n)]
+    if isinstance(spec, slice):
+        return list(range(n))[spec]
+    if isinstance(spec, list):
+        return [_one(p, n) for p in spec]
+    if spec == "all":
+        return list(range(n))
+    if spec.startswith("last"):
+        k = int(spec[5:]) if ":" in spec else 1
+        return list(range(max(0, n - k), n))
+    if spec.startswith("slice:"):
+        a, b = spec[6:].split(":")
+        return list(range(n))[slice(int(a) if a else None, int(b) if b else None)]
+    return [_one(int(p), n) for p in spec.split(",")]
