@@ -15,6 +15,7 @@ _EXPORTS = {
     "OracleCard": "card", "read_card": "card",
     "TrainConfig": "train", "train_oracle": "train",
     "SuiteConfig": "suite", "run_suite": "suite",
+    "Answer": "confidence", "Calibration": "confidence",
 }
 
 __all__ = sorted(_EXPORTS)
