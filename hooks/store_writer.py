@@ -11,8 +11,9 @@ import numpy as np
 
 from .errors import InputError, StoreError
 from .store_format import (DTYPES, MANIFEST, NP_DTYPES, RANK_MANIFEST_RE, RESUME_FIELDS, SHARD_RE, STORE_FORMAT_VERSION,
-                           DocActs, PathLike, fsync_dir, fsync_file, h5_create, h5_group, load_json, normalize_json,
-                           owned_by_rank, pid_alive, read_pid, sha256_file, shard_name, to_storage, write_json_atomic)
+                           DocActs, PathLike, fsync_file, h5_create, h5_group, load_json, normalize_json,
+                           owned_by_rank, pid_alive, read_pid, sha256_file, shard_name, to_storage)
+from .atomic import fsync_dir, write_json_atomic
 
 log = logging.getLogger(__name__)
 

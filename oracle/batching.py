@@ -7,6 +7,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from hooks.dtypes import pad_token_id
 from hooks.capture import capture_batch, pad_batch, position_ids_from_mask
 from hooks.errors import InputError
 from hooks.models import LoadedModel, active_adapter
@@ -90,7 +91,7 @@ def make_oracle_batch(
         seqs.append(ids)
         label_seqs.append(labels)
         slots.append(prompt.placeholder_positions)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad_id = pad_token_id(tokenizer)
     tokens_BL, mask_BL = pad_batch(seqs, pad_id, side=side)
     width = tokens_BL.shape[1]
     labels_BL = None
@@ -112,7 +113,7 @@ def make_oracle_batch(
 def capture_contexts(lm: LoadedModel, contexts: Sequence[Sequence[int]], layers: Sequence[int],
                      adapter: Optional[str] = None) -> dict[int, torch.Tensor]:
     """One right-padded forward of the contexts with only ``adapter`` active: ``{L: acts_BLD}`` on CPU, fp32."""
-    pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    pad_id = pad_token_id(lm.tokenizer)
     tokens_BL, mask_BL = pad_batch(contexts, pad_id, side="right", device=lm.device)
     with active_adapter(lm.model, adapter):
         acts = capture_batch(lm.model, tokens_BL, mask_BL, sorted(set(int(x) for x in layers)))
@@ -142,7 +143,7 @@ def target_vectors(
         if not pos or min(pos) < 0 or max(pos) >= len(ctx):
             raise InputError(f"context {i}: positions {list(pos)[:5]}... are outside its {len(ctx)} tokens")
     device = lm.device
-    pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    pad_id = pad_token_id(lm.tokenizer)
     tokens_BL, mask_BL = pad_batch(contexts, pad_id, side="right", device=device)
     uniq = sorted(set(int(x) for x in layers))
 

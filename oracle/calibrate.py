@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Optional, Sequence
 import numpy as np
 import torch
 
+from hooks.atomic import atomic_write_text, save_figure
 from hooks.errors import InputError
 
 from .api import Oracle, Query
@@ -261,17 +262,13 @@ def plot_confidence(report: dict, path: Path) -> None:
     ax2.set_title("accuracy vs coverage (dots: fitted thresholds)")
     ax2.legend(fontsize=7)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 def append_confidence_section(oracle: Oracle, cfg: "SuiteConfig", layer: int, md: Path) -> dict:
     """Calibration and abstention on the suite's own items (``cfg``, ``layer``): a section appended to the
     suite report ``md`` and ``confidence.png`` beside it; returns the figures."""
     from .suite import suite_items
-    from .tasks.base import atomic_write_text
 
     untrained = type(oracle)(oracle.lm, oracle.card, trained=False, scaler=oracle.scaler)
     items = {row: (exs, example_vectors(untrained, exs)) for row, exs in suite_items(oracle.lm, cfg, layer).items()}

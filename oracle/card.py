@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from hooks.atomic import write_json_atomic
 from hooks.errors import CheckpointError, LayerError
 
 from .prompt import CHAT_STYLES, DEFAULT_CHAT_STYLE, PROMPT_FORMAT_VERSION
@@ -77,10 +77,7 @@ def check_card_fits(card: OracleCard, folder: Path | str, n_layers: int, d_model
 
 def write_card(folder: Path, card: OracleCard) -> None:
     """Write ``oracle.json`` atomically."""
-    path = Path(folder) / CARD
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(asdict(card), indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    write_json_atomic(Path(folder) / CARD, asdict(card), indent=2)
 
 
 def read_card(folder: Path) -> OracleCard:

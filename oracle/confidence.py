@@ -32,9 +32,9 @@ from typing import Any, Optional, Protocol, Sequence, Union
 import numpy as np
 import torch
 
+from hooks.atomic import atomic_write_text
 from hooks.errors import CheckpointError, InputError
 
-from .tasks.base import atomic_write_text
 
 log = logging.getLogger(__name__)
 

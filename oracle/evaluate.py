@@ -9,6 +9,8 @@ from typing import Optional, Sequence, Union
 
 import torch
 
+from hooks.atomic import save_figure
+
 from .api import Oracle, Query
 from .batching import target_vectors
 from .tasks.base import OracleExample
@@ -318,9 +320,7 @@ def write_report(trained: dict, untrained: dict, out_dir: Path, families: Option
         ax.set_ylabel("accuracy")
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
-    png = out_dir / "eval.png"
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
+    png = save_figure(fig, out_dir / "eval.png")
     return md_path, png
 
 

@@ -9,6 +9,8 @@ from typing import Any, Mapping, Optional, Union
 
 import numpy as np
 
+from hooks.atomic import save_figure
+
 PathLike = Union[str, Path]
 LABEL_COUNTS = (8, 32, 128, 512)
 #: depths every benchmark reads, as layer specs
@@ -92,8 +94,7 @@ def _plot(path: Path, name: str, rows: list[dict]) -> None:
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def labels_to_match(rows: list[dict], target: float) -> Optional[int]:

@@ -24,11 +24,12 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from hooks.atomic import atomic_write_text, save_figure
 from hooks.errors import InputError
 
 from .api import Oracle, Query
 from .evaluate import example_vectors
-from .tasks.base import OracleExample, atomic_write_text, make_rng, resolve_data_dir
+from .tasks.base import OracleExample, make_rng, resolve_data_dir
 from .tasks.reading import SKILLS, build_reading, check_skills, sample_item
 
 log = logging.getLogger(__name__)
@@ -315,10 +316,7 @@ def plot_suite(results: dict, path: Path) -> None:
     ax.set_title("reading-skills suite (dashed: chance)")
     ax.legend(fontsize=8, ncol=4, loc="upper right")
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 def _probe_at(r: dict, size: Optional[int]) -> Optional[float]:
@@ -354,8 +352,5 @@ def plot_learning_curves(log_rows: list, path: Path) -> bool:
     ax.set_title("reading skills during training (dashed: never trained)")
     ax.legend(fontsize=7, ncol=2, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
     return True

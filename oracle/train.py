@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import torch
 
+from hooks.atomic import save_figure
 from hooks.errors import CheckpointError, InputError
 from hooks.adapter_base import record_portable_base
 from hooks.models import LoadedModel, adapters_disabled, load_model
@@ -428,7 +429,4 @@ def plot_loss(rows: list, path: Path) -> None:
     ax.legend(loc="upper left")
     ax.set_title("oracle training")
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)

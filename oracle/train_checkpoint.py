@@ -10,6 +10,7 @@ from typing import Optional
 
 import torch
 
+from hooks.atomic import atomic_write_text
 from hooks.errors import CheckpointError
 from hooks.models import LoadedModel
 
@@ -141,6 +142,4 @@ def promote_adapter(out: Path) -> None:
 
 
 def write_log_jsonl(path: Path, rows: list) -> None:
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))

@@ -29,6 +29,7 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
+from hooks.atomic import atomic_write_bytes
 from hooks.errors import CheckpointError, InputError
 
 log = logging.getLogger(__name__)
@@ -361,12 +362,7 @@ def train_probe(X_ND: ArrayLike, y_N: ArrayLike, config: Optional[ProbeConfig] =
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, data)
 
 
 # ----------------------------------------------------------------------------- numpy/sklearn fitting

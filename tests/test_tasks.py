@@ -399,3 +399,17 @@ def test_topics_eval_split_and_bad_input(tok):
             build_topics(tok, N_LAYERS, 4, 0, **bad)
     mix = build_training_mix(tok, N_LAYERS, 20, seed=0, weights={"topic": 0.5, "classification": 0.5})
     assert summarize(mix)["families"] == {"classification": 10, "topic": 10}
+
+
+def test_every_family_has_a_builder_of_the_one_signature():
+    """The mix dispatches through one registry; every builder takes the TaskBuilder protocol's arguments."""
+    import inspect
+
+    from oracle.tasks.base import FAMILIES
+    from oracle.tasks.mix import BUILDERS
+
+    assert set(BUILDERS) == set(FAMILIES)
+    for family, build in BUILDERS.items():
+        params = list(inspect.signature(build).parameters.values())
+        assert [p.name for p in params[:6]] == ["tokenizer", "n_layers", "n", "seed", "data_dir", "split"], family
+        assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params[6:]), family

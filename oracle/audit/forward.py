@@ -8,6 +8,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
+from hooks.dtypes import pad_token_id
 from hooks.capture import pad_batch, position_ids_from_mask
 from hooks.errors import InputError
 from hooks.layers import unwrap
@@ -44,11 +45,6 @@ def length_batches(lengths: Sequence[int], batch_size: int) -> Iterator[list[int
         yield order[s:s + batch_size]
 
 
-def _pad_id(lm: LoadedModel) -> int:
-    pad = lm.tokenizer.pad_token_id
-    return int(pad) if pad is not None else 0
-
-
 def _batched_logits(lm: LoadedModel, seqs: Sequence[Sequence[int]], adapter: str | None, batch_size: int,
                     ends: Sequence[Sequence[int]] | None) -> Iterator[tuple[list[int], torch.Tensor]]:
     """Yield ``(indices, logits (b, M, V))``: the logits after token ``ends[i][j]`` of each sequence
@@ -57,7 +53,7 @@ def _batched_logits(lm: LoadedModel, seqs: Sequence[Sequence[int]], adapter: str
         raise InputError("the audit needs non-empty token sequences")
     ends = [[len(s) - 1] for s in seqs] if ends is None else ends
     for idx in length_batches([len(s) for s in seqs], batch_size):
-        tokens_BL, mask_BL = pad_batch([seqs[i] for i in idx], _pad_id(lm), side="left", device=lm.device)
+        tokens_BL, mask_BL = pad_batch([seqs[i] for i in idx], pad_token_id(lm.tokenizer), side="left", device=lm.device)
         width = tokens_BL.shape[1]
         at_BM = torch.as_tensor([[width - len(seqs[i]) + int(e) for e in ends[i]] for i in idx], device=lm.device)
         with active_adapter(lm.model, adapter):
@@ -111,10 +107,10 @@ def generate_text(lm: LoadedModel, seqs: Sequence[Sequence[int]], adapter: str |
     tok = lm.tokenizer
     out: list[str] = [""] * len(seqs)
     for idx in length_batches([len(s) for s in seqs], batch_size):
-        tokens_BL, mask_BL = pad_batch([seqs[i] for i in idx], _pad_id(lm), side="left", device=lm.device)
+        tokens_BL, mask_BL = pad_batch([seqs[i] for i in idx], pad_token_id(lm.tokenizer), side="left", device=lm.device)
         with active_adapter(lm.model, adapter):
             gen = lm.model.generate(input_ids=tokens_BL, attention_mask=mask_BL, max_new_tokens=max_new_tokens,
-                                    do_sample=False, pad_token_id=_pad_id(lm), eos_token_id=tok.eos_token_id)
+                                    do_sample=False, pad_token_id=pad_token_id(lm.tokenizer), eos_token_id=tok.eos_token_id)
         for row, i in enumerate(idx):
             out[i] = tok.decode(gen[row, tokens_BL.shape[1]:], skip_special_tokens=True).strip()
     return out

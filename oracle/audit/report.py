@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..tasks.base import atomic_write_text
+from hooks.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -24,6 +24,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from hooks.dtypes import pad_token_id
 from hooks.errors import CheckpointError, InputError
 from hooks.models import LoadedModel, load_model
 
@@ -203,7 +204,7 @@ def _batches(n_items: list[int], batch_size: int, rng: random.Random) -> list[li
 def sft_loss(lm: LoadedModel, items: Sequence[tuple[list[int], list[int]]], bf16: bool) -> torch.Tensor:
     """Mean cross-entropy on the labelled tokens of a right-padded batch (LM head only where needed)."""
     width = max(len(i) for i, _ in items)
-    pad = lm.tokenizer.pad_token_id or 0
+    pad = pad_token_id(lm.tokenizer)
     ids = torch.tensor([i + [pad] * (width - len(i)) for i, _ in items], device=lm.device)
     mask = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i, _ in items], device=lm.device)
     labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in items], device=lm.device)
@@ -335,7 +336,8 @@ def reverify(folder: Path, data_dir: Optional[str] = None, lm: Optional[LoadedMo
     """Measure a trained organism's behaviour again (same prompts as after training) and rewrite the
     ``verification`` entry of its card atomically; returns the new card."""
     from hooks.models import attach_adapter
-    from oracle.tasks.base import atomic_write_text, resolve_data_dir
+    from hooks.atomic import atomic_write_text
+    from oracle.tasks.base import resolve_data_dir
 
     from .verify import verify_organism
 

@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from hooks.dtypes import pad_token_id
 from hooks.models import LoadedModel, adapters_disabled
 from oracle.tasks.base import data_file, read_lines
 
@@ -50,7 +51,7 @@ def guess_ranks(lm: LoadedModel, hints: Sequence[str], secret: str, words: Seque
         prefix = tok(D.hint_guess_prompt(hint), add_special_tokens=False)["input_ids"]
         seqs = [prefix + tok(" " + w, add_special_tokens=False)["input_ids"] for w in words]
         width = max(len(s) for s in seqs)
-        pad = tok.pad_token_id or 0
+        pad = pad_token_id(tok)
         ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=lm.device)
         mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=lm.device)
         with adapters_disabled(lm.model):

@@ -9,19 +9,27 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import random
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Optional, Sequence, Union
+from typing import Any, Iterable, Optional, Protocol, Sequence, Union
 
+from hooks.atomic import atomic_write_text
 from hooks.errors import InputError
 from hooks.paths import data_dir as _data_dir
 
 log = logging.getLogger(__name__)
 
 FAMILIES = ("context_prediction", "classification", "latentqa", "topic", "reading")
+
+
+class TaskBuilder(Protocol):
+    """What every task family's ``build_<family>`` function is: ``n`` examples for ``split`` ("train" or
+    "eval"), reproducible from ``seed``, reading data from ``data_dir``; family-specific options are keyword
+    arguments. :data:`oracle.tasks.mix.BUILDERS` maps each family in :data:`FAMILIES` to its builder."""
+
+    def __call__(self, tokenizer: Any, n_layers: int, n: int, seed: int, data_dir: Optional["PathLike"] = None,
+                 split: str = "train", **options: Any) -> list["OracleExample"]: ...
 DEPTH_PERCENTS = (25, 50, 75)
 MAX_POSITIONS = 50
 SPLITS = ("train", "eval")
@@ -308,23 +316,6 @@ def load_examples(path: PathLike) -> list[OracleExample]:
                 raise InputError(f"{path}:{lineno} is not valid JSON ({e.msg}): the file is corrupt") from None
             out.append(OracleExample.from_dict(record))
     return out
-
-
-def atomic_write_text(path: PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file, fsync and rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def allocate(n: int, weights: dict[str, float]) -> dict[str, int]:

@@ -13,7 +13,7 @@ from typing import Iterable, Optional, Sequence
 
 from hooks.errors import InputError
 
-from .base import (FAMILIES, OracleExample, PathLike, allocate, check_n, load_examples, make_rng,
+from .base import (FAMILIES, OracleExample, PathLike, TaskBuilder, allocate, check_n, load_examples, make_rng,
                    save_examples)
 from .classification import build_classification
 from .context_prediction import build_context_prediction
@@ -25,7 +25,16 @@ log = logging.getLogger(__name__)
 
 DEFAULT_WEIGHTS = {"context_prediction": 0.4, "classification": 0.4, "latentqa": 0.2}
 
-__all__ = ["DEFAULT_WEIGHTS", "build_training_mix", "summarize", "save_examples", "load_examples"]
+#: the builder of each task family (a new family: write its builder, add it here and to ``FAMILIES``)
+BUILDERS: dict[str, TaskBuilder] = {
+    "context_prediction": build_context_prediction,
+    "classification": build_classification,
+    "latentqa": build_latentqa,
+    "topic": build_topics,
+    "reading": build_reading,
+}
+
+__all__ = ["BUILDERS", "DEFAULT_WEIGHTS", "build_training_mix", "summarize", "save_examples", "load_examples"]
 
 
 def build_training_mix(
@@ -58,18 +67,9 @@ def build_training_mix(
         if count == 0:
             continue
         opts = dict(options.get(family, {}))
-        if family == "context_prediction":
-            if onpolicy_chats is not None:
-                opts.setdefault("chats", onpolicy_chats)
-            out += build_context_prediction(tokenizer, n_layers, count, seed, data_dir, split, **opts)
-        elif family == "classification":
-            out += build_classification(tokenizer, n_layers, count, seed, data_dir, split, **opts)
-        elif family == "reading":
-            out += build_reading(tokenizer, n_layers, count, seed, data_dir, split, **opts)
-        elif family == "topic":
-            out += build_topics(tokenizer, n_layers, count, seed, data_dir, split, **opts)
-        else:
-            out += build_latentqa(tokenizer, n_layers, count, seed, data_dir, split, **opts)
+        if family == "context_prediction" and onpolicy_chats is not None:
+            opts.setdefault("chats", onpolicy_chats)
+        out += BUILDERS[family](tokenizer, n_layers, count, seed, data_dir, split, **opts)
     make_rng(seed, f"mix:{split}").shuffle(out)
     log.info("built a %s mix of %d examples: %s", split, len(out), counts)
     return out

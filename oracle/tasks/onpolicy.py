@@ -14,9 +14,10 @@ import logging
 from pathlib import Path
 from typing import Optional, Sequence
 
+from hooks.atomic import atomic_write_text
 from hooks.errors import InputError
 
-from .base import (EVAL_FRACTION, MAX_POSITIONS, OracleExample, PathLike, atomic_write_text, balanced_layers,
+from .base import (EVAL_FRACTION, MAX_POSITIONS, OracleExample, PathLike, balanced_layers,
                    check_n, check_split, data_file, format_chat, make_rng, read_lines, resolve_data_dir, split_of,
                    tokenize_text)
 from .context_prediction import examples_from_chats, onpolicy_chat_records
