@@ -5,7 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-from hooks.capture_job import CaptureConfig, run_capture
+from hooks.capture_job import CaptureConfig, check_out_folder, run_capture
 from hooks.positions import GRAMMAR
 from hooks.store import ActivationStore
 from hooks.texts import load_texts
@@ -30,9 +30,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--docs-per-shard", type=int, default=256)
     p.add_argument("--device", default="cpu", help="cpu, cuda, or auto (device_map='auto' for big models)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted capture")
+    p.add_argument("--force", action="store_true", help="write into a folder that holds other files")
     p.add_argument("--workers", type=int, default=0,
                    help="batches run at once in threads sharing the model (0: auto, one per torch thread on CPU)")
-    p.set_defaults(func=_capture)
+    p.set_defaults(func=_capture, resume_hint="the finished shards are kept; rerun the same command with --resume "
+                                               "to continue")
 
     s = sub.add_parser("store", help="inspect or verify an activation store")
     ssub = s.add_subparsers(dest="store_command", metavar="ACTION")
@@ -55,11 +57,12 @@ def _capture(args: argparse.Namespace) -> int:
         max_length=args.max_length, batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens,
         padding_side=args.padding_side, store_dtype=args.store_dtype, model_dtype=args.model_dtype,
         backend=args.backend, docs_per_shard=args.docs_per_shard, device=args.device, resume=args.resume,
-        workers=args.workers,
+        workers=args.workers, force=args.force,
     )
     # Every check that needs no model runs first, and nothing is written before the store opens:
     # bad input leaves no folder and no file behind.
     texts = load_texts(args.texts)
+    check_out_folder(Path(cfg.out), cfg.force)
     if (Path(cfg.out) / MANIFEST).exists() and not cfg.resume:
         raise StoreError(f"{cfg.out} already holds a store: pass --resume to continue it, or choose another --out")
     lm = load_model(cfg.model, adapter=cfg.adapter, dtype=cfg.model_dtype, device=cfg.device)

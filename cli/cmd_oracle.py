@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--no-eval", action="store_true", help="skip held-out checks during training")
     t.add_argument("--eval-examples-per-skill", type=int, default=16,
                    help="unseen items per reading-suite row in the in-training checks (default: %(default)s)")
-    t.set_defaults(func=_train)
+    t.set_defaults(func=_train, resume_hint="the run was saved at its last step; rerun the same command to resume "
+                                            "from there")
 
     a = sub.add_parser("ask", help="ask the oracle a question about a text's activations",
                        description="Ask an oracle (a checkpoint folder with oracle.json, or a bare PEFT adapter such "
@@ -77,7 +78,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="most labels a suite probe gets (default: %(default)s)")
     e.add_argument("--confidence", action="store_true",
                    help="with --suite: also judge calibration and abstention on the suite's items (needs the "
-                        "oracle's calibration.json; slower: four control passes per oracle)")
+                        "oracle's calibration.json; slower: two control passes per oracle)")
     e.set_defaults(func=_eval)
 
     c = sub.add_parser("calibrate", help="fit the oracle's temperature and abstention thresholds (calibration.json)",

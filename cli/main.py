@@ -54,8 +54,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except AOError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted: rerun with --resume to continue", file=sys.stderr)
+    except KeyboardInterrupt:   # Ctrl-C: one line saying how to pick the work up again
+        print(f"interrupted: {getattr(args, 'resume_hint', 'nothing was saved')}", file=sys.stderr)
         return 130
     return int(rc or 0)
 

@@ -5,7 +5,8 @@ partial file under the final name.
 Example:
     >>> import tempfile, pathlib
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.json"
-    >>> write_json_atomic(p, {"x": 1}); p.read_text()
+    >>> _ = write_json_atomic(p, {"x": 1})
+    >>> p.read_text()
     '{\\n "x": 1\\n}\\n'
 """
 from __future__ import annotations

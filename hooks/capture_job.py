@@ -51,6 +51,7 @@ class CaptureConfig:
     resume: bool = False
     add_special_tokens: bool = True
     workers: int = 0                     # batches run at once; 0: auto (CPU + torch backend: one per torch thread)
+    force: bool = False                  # write into a folder that holds other files (never checked on resume)
 
     def __post_init__(self) -> None:
         self.positions = parse_positions(self.positions)
@@ -111,14 +112,15 @@ def _dist_info() -> tuple[int, int]:
     return rank, world
 
 
-def _check_out_folder(out: Path) -> None:
-    """Refuse a folder that holds other files and no store: shards written among them could not be told apart."""
-    if not out.is_dir():
+def check_out_folder(out: Path, force: bool = False) -> None:
+    """Refuse a folder that holds other files and no store (shards written among them could hardly be told
+    apart), unless ``force``."""
+    if force or not out.is_dir():
         return
     names = [p.name for p in out.iterdir()]
     if names and not any(is_store_file(n) for n in names):
         raise StoreError(f"{out} holds other files ({', '.join(sorted(names)[:3])}{', ...' if len(names) > 3 else ''}) "
-                         "and no store: choose a new or empty folder for --out")
+                         "and no store: choose a new or empty folder for --out, or pass --force to write among them")
 
 
 def run_capture(
@@ -138,7 +140,7 @@ def run_capture(
     texts = list(texts)
     check_texts(texts)
     rank, world = _dist_info()
-    _check_out_folder(Path(config.out))
+    check_out_folder(Path(config.out), config.force)
     if lm is None:
         lm = load_model(config.model, adapter=config.adapter, dtype=config.model_dtype, device=config.device)
     layers = resolve_layers(config.layers, lm.n_layers)

@@ -373,7 +373,32 @@ def check_adapter_folder(path: Union[str, Path]) -> dict:
                 f"`model.save_pretrained(dir, safe_serialization=True)`"
             )
         raise CheckpointError(f"{folder} has no adapter_model.safetensors: pass a PEFT adapter directory")
-    return json.loads((folder / "adapter_config.json").read_text())
+    check_safetensors_file(folder / "adapter_model.safetensors")
+    try:
+        return json.loads((folder / "adapter_config.json").read_text())
+    except ValueError as e:
+        raise CheckpointError(f"{folder / 'adapter_config.json'} is not valid JSON ({e}): restore the adapter "
+                              f"folder") from None
+
+
+def check_safetensors_file(path: Union[str, Path]) -> None:
+    """Refuse a truncated or corrupt safetensors file in one line, before any loader reads it: the header
+    must parse and the file must be exactly as long as the tensors it declares."""
+    path = Path(path)
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if size < 8 or n <= 0 or 8 + n > size:
+                raise ValueError("header cut short")
+            header = json.loads(f.read(n))
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    except (ValueError, KeyError, TypeError, IndexError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({e}): it is corrupt; restore or "
+                              f"re-download it") from None
+    if 8 + n + end != size:
+        raise CheckpointError(f"{path} is truncated or padded ({size} bytes, the header declares {8 + n + end}): "
+                              f"restore or re-download it")
 
 
 def attach_adapter(lm: LoadedModel, path: Union[str, Path], name: str = "target", trainable: bool = False) -> None:

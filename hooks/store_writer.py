@@ -2,6 +2,7 @@
 (the folder layout is described in :mod:`hooks.store`, the format in docs/design.md)."""
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from pathlib import Path
@@ -166,6 +167,10 @@ class StoreWriter:
             fsync_file(tmp)
             sha = sha256_file(tmp)
             os.replace(tmp, final)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            self._raise_if_disk_full(e, final.name)
+            raise
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -322,7 +327,19 @@ class StoreWriter:
         return _build_manifest(self.header, self.shards.values())
 
     def _write_manifest(self) -> None:
-        write_json_atomic(self.manifest_path, self._manifest())
+        try:
+            write_json_atomic(self.manifest_path, self._manifest())
+        except OSError as e:
+            self._raise_if_disk_full(e, self.manifest_path.name)
+            raise
+
+    def _raise_if_disk_full(self, e: OSError, name: str) -> None:
+        """A full disk is the user's to fix, not a bug: one line, and the store stays valid for --resume (the
+        shard being written is dropped; the manifest still lists only whole shards)."""
+        # h5py reports a full disk as an OSError whose text carries errno 28
+        if e.errno == errno.ENOSPC or "No space left" in str(e) or "errno = 28" in str(e):
+            raise StoreError(f"no space left on the device writing {name} in {self.path}: free some space, then "
+                             f"rerun with --resume ({len(self.shards)} shards are kept)") from None
 
     def _check_doc(self, doc_index: int, doc: DocActs) -> int:
         tokens = np.asarray(doc.tokens)

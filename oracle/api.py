@@ -18,7 +18,8 @@ from hooks.models import LoadedModel, active_adapter, attach_adapter, check_adap
 
 from .batching import make_oracle_batch, target_vectors
 from .card import OracleCard
-from .confidence import (Answer, Calibration, choice_scores_and_sensitivity, open_logprobs_and_sensitivity)
+from .confidence import (N_CONTROLS, Answer, Calibration, choice_scores_and_sensitivity, debiased_choice,
+                         open_logprobs_and_sensitivity)
 from .published import CardOverrides, load_card, resolve_card
 from .scaling import InputScaler
 from .tasks.base import source_layers
@@ -284,7 +285,7 @@ class Oracle:
                       abstained=abstain and cal.abstains(kind, confidence, sensitivity))
 
     def sensitivity(self, queries: Sequence[Query], candidates: Optional[Sequence[Sequence[str]]] = None,
-                    diff: bool = False, n_controls: int = 4) -> list[float]:
+                    diff: bool = False, n_controls: int = N_CONTROLS) -> list[float]:
         """How much each answer depends on the vectors: Jensen-Shannon divergence (bits, 0..1) between the answer
         distribution with the real vectors and with control vectors from neutral texts (over ``candidates``
         when given, a choice or a Yes/No question; else over the first answer token).
@@ -296,7 +297,7 @@ class Oracle:
         """
         if candidates is None:
             return open_logprobs_and_sensitivity(self, queries, diff=diff, n_controls=n_controls)[1]
-        return choice_scores_and_sensitivity(self, queries, candidates, diff=diff, n_controls=n_controls)[1]
+        return choice_scores_and_sensitivity(self, queries, candidates, diff=diff, n_controls=n_controls)[2]
 
     @torch.no_grad()
     def yes_probability_batch(self, queries: Sequence[Query], diff: bool = False, batch_size: int = 32) -> list[float]:
@@ -374,16 +375,18 @@ class Oracle:
                layer: Optional[Union[int, str]] = None, positions: Positions = "last", diff: bool = False,
                abstain: bool = False, details: bool = False) -> Union[str, Answer]:
         """The candidate answer the oracle finds most likely (see :meth:`answer_logprobs`); ``abstain`` and
-        ``details`` as in :meth:`ask` (the confidence is the calibrated probability of the chosen candidate).
+        ``details`` as in :meth:`ask`: then each candidate is scored against its score with control vectors
+        (:func:`oracle.confidence.debiased_choice`, which can change the pick when the plain score is mostly
+        the answer string's own prior) and the confidence is the calibrated probability of the pick.
 
         Example:
             >>> oracle.choose("I loved this film.", "What is the sentiment of this text?", ["negative", "positive"])  # doctest: +SKIP
             'positive'
         """
         q, cands = Query(source, question, layer, positions), list(candidates)
-        if abstain or details:
-            all_scores, sens = choice_scores_and_sensitivity(self, [q], [cands], diff=diff)
-            scores = all_scores[0]
+        if abstain or details:   # judged against the control vectors (oracle.confidence.debiased_choice)
+            raw, prior, sens = choice_scores_and_sensitivity(self, [q], [cands], diff=diff)
+            scores = debiased_choice(raw[0], prior[0])
         else:
             scores = self.answer_logprobs([q], [cands], diff=diff)[0]
         text = cands[max(range(len(scores)), key=scores.__getitem__)]

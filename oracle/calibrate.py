@@ -25,7 +25,7 @@ from hooks.atomic import atomic_write_text, save_figure
 from hooks.errors import InputError
 
 from .api import Oracle, Query
-from .confidence import (Calibration, KindCalibration, check_threshold, choice_scores_and_sensitivity,
+from .confidence import (N_CONTROLS, Calibration, KindCalibration, check_threshold, choice_scores_and_sensitivity,
                          coverage_curve, expected_calibration_error, fit_temperature, fit_thresholds,
                          open_logprobs_and_sensitivity)
 from .evaluate import example_vectors
@@ -51,7 +51,7 @@ class CalibrationConfig:
 
     n: int = 32                       # items per skill row
     target_precision: float = 0.8     # precision of the answered questions the thresholds aim for
-    n_controls: int = 4
+    n_controls: int = N_CONTROLS
     seed: int = 0
     data_dir: Optional[str] = None
 
@@ -72,16 +72,18 @@ def kind_of(item: OracleExample) -> str:
 
 
 def measure(oracle: Oracle, items: Sequence[OracleExample], vecs: Sequence[torch.Tensor],
-            n_controls: int = 4) -> list[dict]:
+            n_controls: int = N_CONTROLS) -> list[dict]:
     """Per item: its kind, the raw answer scores, the gold index, whether the oracle is right, the sensitivity."""
     queries = [Query(v, e.question, e.layer) for v, e in zip(vecs, items)]
     out: list[dict] = []
     if kind_of(items[0]) == "choice":
-        scores, sens = choice_scores_and_sensitivity(oracle, queries, [e.meta["candidates"] for e in items],
-                                                     n_controls=n_controls)
-        for s, e, se in zip(scores, items, sens):
-            out.append({"kind": "choice", "scores": np.asarray(s, dtype=np.float32), "gold": e.meta["label"],
-                        "correct": int(np.argmax(s)) == e.meta["label"], "sensitivity": se})
+        scores, prior, sens = choice_scores_and_sensitivity(oracle, queries, [e.meta["candidates"] for e in items],
+                                                            n_controls=n_controls)
+        for s, pr, e, se in zip(scores, prior, items, sens):
+            against = np.asarray(s, dtype=np.float32) - np.asarray(pr, dtype=np.float32)   # see debiased_choice
+            out.append({"kind": "choice", "scores": against, "gold": e.meta["label"],
+                        "correct": int(np.argmax(against)) == e.meta["label"],
+                        "plain_correct": int(np.argmax(s)) == e.meta["label"], "sensitivity": se})
         return out
     tok = oracle.lm.tokenizer
     logp, sens = open_logprobs_and_sensitivity(oracle, queries, n_controls=n_controls)
@@ -177,7 +179,9 @@ def judge(records: Sequence[dict], cal: Calibration) -> dict:
         sens = [float(r["sensitivity"]) for r in recs]
         answered = [not cal.abstains(kind, c, s) for c, s in zip(conf, sens)]
         kept = [o for o, a in zip(ok, answered) if a]
+        plain = [r["plain_correct"] for r in recs if "plain_correct" in r]
         out[kind] = {"n": len(recs), "accuracy": round(float(np.mean(ok)), 4),
+                     **({"accuracy_plain_scores": round(float(np.mean(plain)), 4)} if plain else {}),
                      "ece_before": expected_calibration_error(confidences(recs, 1.0), ok),
                      "ece_after": expected_calibration_error(conf, ok),
                      "abstained": round(1 - float(np.mean(answered)), 4),
@@ -197,7 +201,7 @@ def reliability_bins(confidence: Sequence[float], correct: Sequence[bool], n_bin
              int((bins == b).sum())) for b in sorted(set(bins.tolist()))]
 
 
-def confidence_report(oracle: Oracle, items: dict, n_controls: int = 4, progress: bool = False) -> dict:
+def confidence_report(oracle: Oracle, items: dict, n_controls: int = N_CONTROLS, progress: bool = False) -> dict:
     """The suite's items (``{row: (items, vectors)}``) judged for the trained oracle with its calibration and
     for the untrained oracle with the same thresholds and temperatures."""
     if oracle.calibration is None:

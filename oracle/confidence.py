@@ -2,7 +2,7 @@
 
 * **Sensitivity**: the Jensen-Shannon divergence (bits, 0..1) between the oracle's answer distribution with the
   real vectors and with control vectors (the same number of vectors, at the same layer, from neutral texts
-  that say nothing about the question), averaged over the controls. An answer the oracle would give whatever
+  that say nothing about the question), averaged over the controls (:data:`N_CONTROLS`). An answer the oracle would give whatever
   it reads scores near 0. Choice questions compare the distributions over the candidates; open questions
   the distribution of the first answer token. One extra batched forward per control.
 * **Calibration**: a temperature per answer kind (``choice``, ``open``) that makes the softmax of the answer
@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 CALIBRATION_FILE = "calibration.json"
 CANT_TELL = "can't tell"
+N_CONTROLS = 2   # control texts per sensitivity (each costs one batched forward)
 KINDS = ("choice", "open")
 
 #: neutral texts whose vectors stand in for the real ones: they share no topic, tense or sentiment on purpose
@@ -104,8 +105,8 @@ class Calibration:
     (sha256 of ``adapter_model.safetensors``), and the fit's figures.
 
     Example:
-        >>> Calibration().probabilities(torch.tensor([[0.0, math.log(3)]]), "choice").tolist()
-        [[0.25, 0.75]]
+        >>> [round(p, 4) for p in Calibration().probabilities(torch.tensor([[0.0, math.log(3)]]), "choice")[0].tolist()]
+        [0.25, 0.75]
     """
 
     choice: KindCalibration = field(default_factory=KindCalibration)
@@ -228,21 +229,38 @@ def _control_queries(oracle: ReadsActivations, queries: Sequence[Any], diff: boo
 
 def choice_scores_and_sensitivity(oracle: ReadsActivations, queries: Sequence[Any],
                                   candidates: Sequence[Sequence[str]], diff: bool = False,
-                                  n_controls: int = 4) -> tuple[list[list[float]], list[float]]:
-    """The candidates' summed log-probabilities with the real vectors, and each query's sensitivity (JS over
-    the candidates, real against control vectors, mean over ``n_controls`` controls)."""
+                                  n_controls: int = N_CONTROLS) -> tuple[list[list[float]], list[list[float]], list[float]]:
+    """The candidates' summed log-probabilities with the real vectors, the same averaged over the control
+    vectors (what the oracle says when it reads nothing relevant: the candidates' prior), and each query's
+    sensitivity (JS over the candidates, real against each control, mean over ``n_controls`` controls)."""
     real, controls = _control_queries(oracle, queries, diff, n_controls)
     scores = oracle.answer_logprobs(real, candidates, diff=diff)
     sens = torch.zeros(len(queries))
+    prior = [[0.0] * len(c) for c in candidates]
     for ctrl in controls:
         ctrl_scores = oracle.answer_logprobs(ctrl, candidates, diff=diff)
         sens += torch.stack([js_bits(torch.tensor(a).softmax(-1)[None], torch.tensor(b).softmax(-1)[None])[0]
                              for a, b in zip(scores, ctrl_scores)])
-    return scores, (sens / n_controls).tolist()
+        prior = [[p + c / n_controls for p, c in zip(ps, cs)] for ps, cs in zip(prior, ctrl_scores)]
+    return scores, prior, (sens / n_controls).tolist()
+
+
+def debiased_choice(scores: Sequence[float], prior: Sequence[float]) -> list[float]:
+    """Choice scores against the control: each candidate's log-probability with the real vectors minus its mean
+    log-probability with the control vectors (contextual calibration). The calibrated answers use these: a
+    summed log-probability also carries the candidate string's own prior (a long title, a common word), which
+    the control measures; on the calibration split this raised the choice accuracy of the shipped oracle from
+    0.73 to 0.77 and cut the calibration error in half (docs/experiments/2026-12-calibration.md).
+
+    Example:
+        >>> debiased_choice([-1.0, -9.0], [-3.0, -8.0])
+        [2.0, -1.0]
+    """
+    return [float(s) - float(p) for s, p in zip(scores, prior)]
 
 
 def open_logprobs_and_sensitivity(oracle: ReadsActivations, queries: Sequence[Any], diff: bool = False,
-                                  n_controls: int = 4) -> tuple[torch.Tensor, list[float]]:
+                                  n_controls: int = N_CONTROLS) -> tuple[torch.Tensor, list[float]]:
     """``(N, vocab)`` first-answer-token log-probabilities with the real vectors, and each query's sensitivity
     (JS over the first token's distribution, real against controls)."""
     real, controls = _control_queries(oracle, queries, diff, n_controls)
@@ -256,8 +274,11 @@ def open_logprobs_and_sensitivity(oracle: ReadsActivations, queries: Sequence[An
 # ---------------------------------------------------------------- fitting
 
 def fit_temperature(scores: Sequence[np.ndarray], gold: Sequence[int]) -> float:
-    """The temperature that maximises the likelihood of the gold answers under softmax(scores / T) (a grid
-    over 0.05 .. 20, log-spaced; rows may have different numbers of candidates).
+    """The temperature that minimises the Brier score (squared error of the probability vector against the
+    gold answer's one-hot) of softmax(scores / T), over a log-spaced grid 0.05 .. 50; rows may have different
+    numbers of candidates. Brier rather than likelihood: summed answer log-probabilities of multi-token
+    candidates can differ by tens of nats, and a few confident mistakes would otherwise push T so high that every
+    answer looks like a coin toss.
 
     Example:
         >>> round(fit_temperature([np.array([0.0, 4.0])] * 3 + [np.array([4.0, 0.0])], [1, 1, 1, 1]), 1) > 1
@@ -265,15 +286,14 @@ def fit_temperature(scores: Sequence[np.ndarray], gold: Sequence[int]) -> float:
     """
     if not scores:
         return 1.0
-    grid = np.exp(np.linspace(math.log(0.05), math.log(20.0), 160))
-    nll = []
-    for t in grid:
-        total = 0.0
-        for s, g in zip(scores, gold):
-            z = np.asarray(s, dtype=np.float64) / t
-            total += float(np.logaddexp.reduce(z) - z[g])
-        nll.append(total)
-    return float(grid[int(np.argmin(nll))])
+    grid = np.exp(np.linspace(math.log(0.05), math.log(50.0), 120))
+    loss = np.zeros(len(grid))
+    for s, g in zip(scores, gold):
+        z = np.asarray(s, dtype=np.float64)[None, :] / grid[:, None]          # (T, C)
+        p = np.exp(z - np.logaddexp.reduce(z, axis=1, keepdims=True))
+        p[:, g] -= 1.0
+        loss += (p * p).sum(1)
+    return float(grid[int(np.argmin(loss))])
 
 
 def expected_calibration_error(confidence: Sequence[float], correct: Sequence[bool], n_bins: int = 10) -> float:

@@ -314,23 +314,9 @@ def train_oracle(
                 if bar:
                     bar.total = config.total_steps
         idx = order[step]
-        torch.manual_seed(config.seed * 1_000_003 + step)
-        batch = make_batch(lm, config, examples, idx, store, scaler)
-        for g in optimizer.param_groups:
-            g["lr"] = _lr_at(step, config)
-        loss = oracle_loss(lm, batch, config, bf16)
-        optimizer.zero_grad(set_to_none=True)
-        skipped = not torch.isfinite(loss)
-        if not skipped:
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
-            skipped = not torch.isfinite(grad_norm)
-        if skipped:  # one bad batch must not turn every weight into NaN
-            n_skipped += 1
-            optimizer.zero_grad(set_to_none=True)
-            log.warning("step %d: non-finite loss or gradient, update skipped (%d so far)", step + 1, n_skipped)
-        else:
-            optimizer.step()
+        with interrupt_after_step() as stop:
+            loss, skipped = _train_step(lm, config, optimizer, params, examples, idx, store, scaler, bf16, step)
+        n_skipped += skipped
         step += 1
         done_here += 1
         n_last += len(idx)
@@ -353,6 +339,13 @@ def train_oracle(
         if step % config.save_every == 0 or step == config.total_steps:
             save_train_state(lm, optimizer, step, out, log_rows, config=dataclasses.asdict(config))
             write_log_jsonl(log_path, log_rows)
+        if stop.requested:   # Ctrl-C: the step it interrupted has finished; save it, then stop
+            save_train_state(lm, optimizer, step, out, log_rows, config=dataclasses.asdict(config))
+            write_log_jsonl(log_path, log_rows)
+            if bar:
+                bar.close()
+            log.warning("interrupted: saved at step %d of %d", step, config.total_steps)
+            raise KeyboardInterrupt
         if stop_after is not None and done_here >= stop_after and step < config.total_steps:
             save_train_state(lm, optimizer, step, out, log_rows, config=dataclasses.asdict(config))
             write_log_jsonl(log_path, log_rows)
@@ -382,6 +375,65 @@ def train_oracle(
     write_card(out, card)
     remove_tree(out / TRAIN_STATE)
     return summary
+
+
+class interrupt_after_step:
+    """Within the block, a first Ctrl-C (SIGINT) only sets ``requested``, so the step finishes whole and can be
+    saved; a second one interrupts at once. Outside the main thread it changes nothing.
+
+    Example:
+        >>> with interrupt_after_step() as stop:
+        ...     pass
+        >>> stop.requested
+        False
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> "interrupt_after_step":
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+def _train_step(lm: LoadedModel, config: TrainConfig, optimizer, params, examples, idx, store, scaler, bf16: bool,
+                step: int) -> tuple[torch.Tensor, bool]:
+    """One optimizer step (seeded by the step number, so a resumed run repeats it exactly); a non-finite loss or
+    gradient skips the update instead of turning every weight into NaN. Returns (loss, skipped)."""
+    torch.manual_seed(config.seed * 1_000_003 + step)
+    batch = make_batch(lm, config, examples, idx, store, scaler)
+    for g in optimizer.param_groups:
+        g["lr"] = _lr_at(step, config)
+    loss = oracle_loss(lm, batch, config, bf16)
+    optimizer.zero_grad(set_to_none=True)
+    skipped = not torch.isfinite(loss)
+    if not skipped:
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
+        skipped = not torch.isfinite(grad_norm)
+    if skipped:
+        optimizer.zero_grad(set_to_none=True)
+        log.warning("step %d: non-finite loss or gradient, update skipped", step + 1)
+    else:
+        optimizer.step()
+    return loss, skipped
 
 
 def _hardware(device: torch.device) -> str:

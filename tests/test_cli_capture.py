@@ -157,8 +157,11 @@ def test_out_folder_with_other_files_is_refused(tmp_path, capsys, texts_file, ti
     rc, _, err = run_cli(capsys, "capture", "--model", str(tiny_model_dir), "--texts", str(texts_file),
                          "--out", str(out))
     assert rc == 2
-    assert_one_error_line(err, "holds other files (paper.tex)", "no store")
+    assert_one_error_line(err, "holds other files (paper.tex)", "no store", "or pass --force")
     assert sorted(p.name for p in out.iterdir()) == ["paper.tex"]
+    rc, _, _ = run_cli(capsys, "capture", "--model", str(tiny_model_dir), "--texts", str(texts_file),
+                       "--out", str(out), "--force")
+    assert rc == 0 and ActivationStore(out).n_docs == 10 and (out / "paper.tex").read_text() == "x"
 
 
 @pytest.mark.slow
@@ -333,6 +336,76 @@ def test_sigkill_then_resume_is_bitwise_identical(tmp_path, capsys, wikitext_lin
     assert json.loads((killed / MANIFEST).read_text())["tokenizer"] == "smollm2-135m"  # no machine-specific path
     rc, out, _ = run_cli(capsys, "store", "verify", str(killed))
     assert rc == 0
+
+
+@pytest.mark.slow
+def test_ctrl_c_then_resume_is_bitwise_identical(tmp_path, capsys, wikitext_lines, embedded_lm):
+    """Ctrl-C (SIGINT) during ``ao capture`` after its first shard: exit 130 with one line saying how to resume;
+    ``--resume`` then gives a store equal, file by file, to an uninterrupted run's."""
+    texts = write_txt(tmp_path / "docs.txt", [line[:160] for line in wikitext_lines[:40]])
+    args = ["--model", "smollm2-135m", "--texts", str(texts), "--layers", "25%,50%,75%",
+            "--docs-per-shard", "4", "--batch-size", "4", "--max-length", "48"]
+    stopped = tmp_path / "stopped"
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "capture", *args, "--out", str(stopped)],
+                            cwd=REPO, env=_subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if json.loads((stopped / MANIFEST).read_text())["shards"]:
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    lines = [ln for ln in err.decode(errors="replace").splitlines() if ln.strip() and "capture" not in ln[:8]]
+    assert proc.returncode == 130, err.decode(errors="replace")[-2000:]
+    assert lines[-1] == ("interrupted: the finished shards are kept; rerun the same command with --resume to "
+                         "continue")
+    assert not any("Traceback" in ln for ln in lines)
+    n_kept = len(json.loads((stopped / MANIFEST).read_text())["shards"])
+    assert 1 <= n_kept < 10 and not list(stopped.glob("*.tmp"))
+    rc, out, _ = run_cli(capsys, "capture", *args, "--out", str(stopped), "--resume")
+    assert rc == 0 and f"({n_kept * 4} already done)" in out
+    fresh = tmp_path / "fresh"
+    assert run_cli(capsys, "capture", *args, "--out", str(fresh))[0] == 0
+    assert snapshot(stopped) == snapshot(fresh)
+
+
+def test_full_disk_leaves_a_valid_store_that_resumes(tmp_path, capsys, tiny_model_dir, texts_file, monkeypatch):
+    """A shard write that fails with ENOSPC: one line naming the problem and the fix, exit 2, no partial file,
+    the shards written before it kept; after space is freed, --resume gives the uninterrupted store."""
+    import errno
+
+    from hooks.store_writer import StoreWriter
+
+    args = ["--model", str(tiny_model_dir), "--texts", str(texts_file), "--layers", "0,2", "--docs-per-shard", "3"]
+    real, calls = StoreWriter._write_h5, []
+
+    def full_disk(self, tmp, *a, **k):
+        calls.append(tmp)
+        if len(calls) == 3:
+            tmp.write_bytes(b"half a shard")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, tmp, *a, **k)
+
+    monkeypatch.setattr(StoreWriter, "_write_h5", full_disk)
+    out = tmp_path / "full"
+    rc, _, err = run_cli(capsys, "capture", *args, "--out", str(out))
+    assert rc == 2
+    assert_one_error_line(err, "no space left on the device writing shard-00002.h5", "free some space",
+                          "--resume (2 shards are kept)")
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "shard-00000.h5", "shard-00001.h5"]
+    monkeypatch.setattr(StoreWriter, "_write_h5", real)
+    assert run_cli(capsys, "store", "verify", str(out))[0] == 0
+    assert run_cli(capsys, "capture", *args, "--out", str(out), "--resume")[0] == 0
+    fresh = tmp_path / "fresh"
+    assert run_cli(capsys, "capture", *args, "--out", str(fresh))[0] == 0
+    assert snapshot(out) == snapshot(fresh)
 
 
 # ---------------------------------------------------------------------------------------------- data parallel

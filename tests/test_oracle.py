@@ -440,6 +440,37 @@ def test_oracle_card_for_another_base_model_is_refused(tmp_path):
         Oracle.load(dst, lm=tiny_loaded("llama"))
 
 
+@pytest.mark.parametrize("damage, message", [
+    ("truncate", "is truncated or padded"),
+    ("garble", "is not a readable safetensors file"),
+    ("card_field", "is not a valid oracle card"),
+    ("card_future", "uses prompt format v2; this code speaks v1"),
+])
+def test_damaged_oracle_folders_are_one_line(tmp_path, damage, message):
+    """A truncated or garbled adapter file, a card missing a field or from a future format: one typed line,
+    before anything is loaded."""
+    import shutil
+
+    from oracle.api import Oracle
+
+    dst = tmp_path / "oracle"
+    shutil.copytree(SHIPPED, dst, ignore=shutil.ignore_patterns("eval", "*.png", "*.jsonl"))
+    adapter, card = dst / "adapter_model.safetensors", dst / "oracle.json"
+    if damage == "truncate":
+        adapter.write_bytes(adapter.read_bytes()[:-1000])
+    elif damage == "garble":
+        adapter.write_bytes(b"\xff" * 64)
+    else:
+        d = json.loads(card.read_text())
+        if damage == "card_field":
+            del d["d_model"]
+        else:
+            d["prompt_format_version"] = 2
+        card.write_text(json.dumps(d))
+    with pytest.raises(CheckpointError, match=message):
+        Oracle.load(dst, lm=tiny_loaded("llama"))
+
+
 def test_scores_by_asked_separates_a_question_and_its_negation():
     from oracle.evaluate import scores_by_asked
     from oracle.tasks.base import OracleExample
@@ -485,3 +516,52 @@ def test_eval_report_scores_agree_with_the_api_and_list_training_groups(shipped,
     assert "| engels/139_news_class_Politics | last | not_politics |" in text
     md, png = write_report({}, {}, tmp_path / "families_only", families=fam, families_untrained=fam)  # ao eval --n 0
     assert png is None and "Held-out classification" not in md.read_text() and "`gmt`" in md.read_text()
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_ao_train_saves_and_resumes_to_the_same_adapter(tmp_path, tiny_model_dir):
+    """SIGINT during `ao train` (a subprocess on the tiny model folder): the step it interrupts finishes, the run is
+    saved, one line says how to resume (exit 130); rerunning the command gives the uninterrupted run's adapter."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", CUDA_VISIBLE_DEVICES="",
+               PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+    def command(out: Path) -> list[str]:
+        return [sys.executable, "-m", "cli", "train", "--model", str(tiny_model_dir), "--out", str(out),
+                "--store-dir", str(out.parent / f"cache-{out.name}"), "--n-examples", "64", "--steps", "300",
+                "--batch-size", "4", "--lora-r", "4", "--save-every", "1000", "--activations", "on_the_fly",
+                "--onpolicy", "0", "--no-eval", "--calibration-n", "0", "--scaling-examples", "16"]
+
+    stopped = tmp_path / "stopped"
+    proc = subprocess.Popen(command(stopped), cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None and not (stopped / "input_scaling.safetensors").exists():
+            time.sleep(0.02)
+        time.sleep(1.5)   # into the training loop
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = err.decode(errors="replace")
+    assert proc.returncode == 130, text[-2000:]
+    assert text.strip().splitlines()[-1] == ("interrupted: the run was saved at its last step; rerun the same "
+                                             "command to resume from there")
+    state = json.loads((stopped / "train_state" / "state.json").read_text())
+    assert 0 < state["step"] < 300 and not (stopped / "adapter_model.safetensors").exists()
+    assert subprocess.run(command(stopped), cwd=repo, env=env, capture_output=True, timeout=300).returncode == 0
+    fresh = tmp_path / "fresh"
+    assert subprocess.run(command(fresh), cwd=repo, env=env, capture_output=True, timeout=300).returncode == 0
+    a = load_file(str(stopped / "adapter_model.safetensors"))
+    b = load_file(str(fresh / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
