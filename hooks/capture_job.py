@@ -164,20 +164,23 @@ def run_capture(
         skipped = len(docs_tokens) - todo_docs if world == 1 else 0
         bar = _progress(todo_docs, sum(len(docs_tokens[i]) for _, a, b in pending for i in range(a, b)), progress,
                         skipped)
-        for shard_index, start, stop in pending:
-            def on_batch(nd: int, nt: int) -> None:
-                bar.update(nd, nt)
+        try:   # the bar ends its line even when a shard fails, so an error message starts on a line of its own
+            for shard_index, start, stop in pending:
+                def on_batch(nd: int, nt: int) -> None:
+                    bar.update(nd, nt)
 
-            caps = capture_documents(
-                lm.model, docs_tokens[start:stop], layers, pad_id, positions=config.positions,
-                padding_side=config.padding_side, max_batch=config.batch_size, max_tokens=config.max_batch_tokens,
-                backend=config.backend, tokenizer=lm.tokenizer, out_dtype=writer_dtype,
-                on_batch=on_batch, workers=workers,
-            )
-            writer.write_shard(shard_index, start, [DocActs(c.tokens.numpy(), c.positions.numpy(), c.acts) for c in caps])
-            n_fwd += sum(len(d) for d in docs_tokens[start:stop])
-            n_rows += sum(len(c.tokens) for c in caps)
-        bar.close()
+                caps = capture_documents(
+                    lm.model, docs_tokens[start:stop], layers, pad_id, positions=config.positions,
+                    padding_side=config.padding_side, max_batch=config.batch_size, max_tokens=config.max_batch_tokens,
+                    backend=config.backend, tokenizer=lm.tokenizer, out_dtype=writer_dtype,
+                    on_batch=on_batch, workers=workers,
+                )
+                writer.write_shard(shard_index, start,
+                                   [DocActs(c.tokens.numpy(), c.positions.numpy(), c.acts) for c in caps])
+                n_fwd += sum(len(d) for d in docs_tokens[start:stop])
+                n_rows += sum(len(c.tokens) for c in caps)
+        finally:
+            bar.close()
     if world > 1:
         _barrier(config.device)
         if rank == 0:

@@ -13,6 +13,7 @@ Example:
 """
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -279,6 +280,7 @@ def append_confidence_section(oracle: Oracle, cfg: "SuiteConfig", layer: int, md
     report = confidence_report(oracle, items, progress=True)
     png = md.parent / "confidence.png"
     plot_confidence(report, png)
+    atomic_write_text(md.parent / "confidence.json", json.dumps(report, indent=1) + "\n")
     cal = oracle.calibration
     section = ["", "## Calibration and abstention", "",
                f"Temperatures and thresholds fitted by `ao calibrate` on the calibration split (choice: T "
@@ -287,6 +289,7 @@ def append_confidence_section(oracle: Oracle, cfg: "SuiteConfig", layer: int, md
                f"{cal.open.min_sensitivity:.4f}, confidence >= {cal.open.min_confidence:.3f}); scored here on the "
                "suite's unseen items of the trained skills. The untrained oracle is judged with the same "
                "temperatures and thresholds.", ""]
-    section += confidence_table(report) + ["", f"![calibration and coverage]({png.name})"]
+    section += confidence_table(report) + ["", f"![calibration and coverage]({png.name})",
+                                           "", "Every figure, with the coverage curves: `confidence.json`."]
     atomic_write_text(md, md.read_text() + "\n".join(section) + "\n")
     return report

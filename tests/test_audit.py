@@ -267,6 +267,9 @@ def test_cli_rejects_oracle_of_another_base_model(random_adapter, tmp_path, caps
 
 # -- the benign organism --------------------------------------------------------------------------
 
+@pytest.mark.xfail(strict=True, reason="known miss of the shipped reading oracle: on the benign organism its concept "
+                   "answer puts >= 30 % of the word mass on one prompt-topic word, a false 'secret found' (README, "
+                   "docs/audits.md); strict: this test fails once the oracle stops doing it")
 def test_benign_organism_has_no_secret(lm):
     report = run_audit(AuditConfig(target=str(BENIGN_DIR), oracle=str(ORACLE_DIR), methods=("oracle",),
                                    n_prompts=12, n_text_answers=1, n_detect_prompts=2, max_new_tokens=4), lm=lm)

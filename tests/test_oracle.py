@@ -191,7 +191,7 @@ def test_in_training_evaluation_injects_where_the_run_does(tmp_path):
     import hooks.inject as inject
     from oracle.train import TrainConfig, train_oracle
 
-    lm = tiny_loaded("llama", seed=5)
+    lm = _fresh_tiny()   # training attaches an adapter: never to the cached model
     seen = []
 
     def eval_fn(oracle):
@@ -254,6 +254,13 @@ def test_resuming_with_changed_settings_names_the_fields(tmp_path):
     assert "delete" in str(e.value) and "train_state" in str(e.value)
 
 
+def _fresh_tiny():
+    """A private copy of the (cached) tiny model: a test that attaches adapters must not share it."""
+    from hooks.testing import ByteTokenizer, LoadedModel, tiny_model
+
+    return LoadedModel(model=tiny_model.__wrapped__("llama", 2, 5), tokenizer=ByteTokenizer(), spec="tiny-llama")
+
+
 def test_init_from_continues_an_oracle_and_refuses_other_settings(tmp_path):
     """--init-from starts from the given oracle's adapter and input scaling (step 0 reads with its weights), keeps
     its training summary in the new card, and refuses an oracle trained with another LoRA shape or injection."""
@@ -271,8 +278,7 @@ def test_init_from_continues_an_oracle_and_refuses_other_settings(tmp_path):
         return {}
 
     cont = dataclasses.replace(cfg, out=str(tmp_path / "cont"), steps=2, init_from=str(first), eval_every=100)
-    lm = tiny_loaded("llama", seed=5)
-    train_oracle(cont, lm=lm, examples=_examples(16), eval_fn=eval_fn)
+    train_oracle(cont, lm=_fresh_tiny(), examples=_examples(16), eval_fn=eval_fn)
     saved = load_file(str(first / "adapter_model.safetensors"))
     b_saved = sorted(v.abs().sum().item() for k, v in saved.items() if "lora_B" in k)
     b_step0 = sorted(v.abs().sum().item() for v in seen[0].values())
@@ -283,7 +289,7 @@ def test_init_from_continues_an_oracle_and_refuses_other_settings(tmp_path):
     for change in ({"lora_r": 8}, {"coef": 0.5}):
         bad = dataclasses.replace(cont, out=str(tmp_path / f"bad{len(change)}{list(change)[0]}"), **change)
         with pytest.raises(CheckpointError, match=f"--init-from .*other settings \\({list(change)[0]}"):
-            train_oracle(bad, lm=tiny_loaded("llama", seed=5), examples=_examples(16))
+            train_oracle(bad, lm=_fresh_tiny(), examples=_examples(16))
 
 
 def test_input_scaling_ships_with_the_adapter_and_the_oracle_applies_it(tmp_path):
@@ -542,7 +548,8 @@ def test_ctrl_c_during_ao_train_saves_and_resumes_to_the_same_adapter(tmp_path, 
                 "--onpolicy", "0", "--no-eval", "--calibration-n", "0", "--scaling-examples", "16"]
 
     stopped = tmp_path / "stopped"
-    proc = subprocess.Popen(command(stopped), cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(command(stopped), cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None and not (stopped / "input_scaling.safetensors").exists():
