@@ -159,20 +159,20 @@ def load_dataset(name: str, data_dir: Optional[PathLike] = None, tokenizer: Any 
     ``max_tokens`` tokens (with ``tokenizer``) are dropped.
     """
     from .tasks.base import resolve_data_dir
-    from .tasks.classification import (_gmt_rows, _heldout_rows, _questions, _sst2_rows,
+    from .tasks.classification import (gmt_rows, heldout_rows, class_questions, sst2_rows,
                                              heldout_dataset_names)
 
     root = str(resolve_data_dir(data_dir))
-    q = _questions(root)
+    q = class_questions(root)
     if name in heldout_dataset_names(root):
-        rows, questions, _ = _heldout_rows(root, name)
+        rows, questions, _ = heldout_rows(root, name)
         pairs = [(t, 1 if c == 0 else 0) for t, c in rows]
         question = questions[0][0]
     elif name == "sst2":
-        pairs = [(t, 1 if lab == "positive" else 0) for t, lab in _sst2_rows(root, "dev")]
+        pairs = [(t, 1 if lab == "positive" else 0) for t, lab in sst2_rows(root, "dev")]
         question = q["sst2"]["positive"][0]
     elif name.startswith("gmt/"):
-        pairs = list(_gmt_rows(root, name[4:]))
+        pairs = list(gmt_rows(root, name[4:]))
         question = q["geometry_of_truth"][0]
     else:
         raise InputError(f"unknown benchmark dataset {name!r}: use one of "

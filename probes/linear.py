@@ -115,7 +115,7 @@ class ProbeConfig:
 
 # ----------------------------------------------------------------------------- input checks
 
-def _to_numpy(a: ArrayLike, dtype: Any = None) -> np.ndarray:
+def to_numpy(a: ArrayLike, dtype: Any = None) -> np.ndarray:
     """NumPy view/copy of an array, tensor (any device/dtype) or sequence."""
     if type(a).__module__.startswith("torch"):
         import torch
@@ -130,7 +130,7 @@ def _to_numpy(a: ArrayLike, dtype: Any = None) -> np.ndarray:
 def check_features(X: ArrayLike, name: str = "X") -> np.ndarray:
     """X as a finite float64 ``(N, D)`` array, or an InputError naming what is wrong."""
     try:
-        X_ND = _to_numpy(X, dtype=np.float64)
+        X_ND = to_numpy(X, dtype=np.float64)
     except (TypeError, ValueError) as e:
         raise InputError(f"{name} must be a numeric (documents, d_model) array: {e}") from None
     if X_ND.ndim != 2:
@@ -147,7 +147,7 @@ def check_features(X: ArrayLike, name: str = "X") -> np.ndarray:
 
 def check_labels(y: ArrayLike, n_rows: int) -> tuple[np.ndarray, list]:
     """Labels as a 0/1 int array plus the two original values ``[negative, positive]`` (sorted)."""
-    y_N = _to_numpy(y)
+    y_N = to_numpy(y)
     if y_N.ndim != 1:
         raise InputError(f"labels must be 1-D (one per document), got shape {tuple(y_N.shape)}")
     if y_N.shape[0] != n_rows:

@@ -14,9 +14,9 @@ log = logging.getLogger(__name__)
 
 
 def _pair(y_true: Any, other: Any, other_name: str) -> tuple[np.ndarray, np.ndarray]:
-    from .linear import _to_numpy
+    from .linear import to_numpy
 
-    a, b = _to_numpy(y_true), _to_numpy(other)
+    a, b = to_numpy(y_true), to_numpy(other)
     if a.ndim != 1 or b.ndim != 1:
         raise InputError(f"y_true and {other_name} must be 1-D, got shapes {a.shape} and {b.shape}")
     if a.shape[0] != b.shape[0]:
@@ -111,9 +111,9 @@ def majority_baseline(y_train: Any, y_test: Any) -> float:
         >>> majority_baseline([1, 1, 0], [1, 0, 0, 0])
         0.25
     """
-    from .linear import _to_numpy
+    from .linear import to_numpy
 
-    tr, te = _to_numpy(y_train), _to_numpy(y_test)
+    tr, te = to_numpy(y_train), to_numpy(y_test)
     if tr.ndim != 1 or te.ndim != 1 or tr.size == 0 or te.size == 0:
         raise InputError(f"y_train and y_test must be non-empty 1-D label arrays, got shapes {tr.shape} and {te.shape}")
     values, counts = np.unique(tr, return_counts=True)
@@ -134,9 +134,9 @@ def evaluate_probe(probe: Any, X_ND: Any, y_N: Any, *, n_boot: int = 1000, seed:
         >>> evaluate_probe(p, [[-1.0], [2.0], [0.5], [-3.0]], [0, 1, 0, 0], n_boot=50)["accuracy"]
         0.75
     """
-    from .linear import _to_numpy
+    from .linear import to_numpy
 
-    y = _to_numpy(y_N)
+    y = to_numpy(y_N)
     scores = probe.decision_function(X_ND)
     if y.ndim != 1 or y.shape[0] != scores.shape[0]:
         raise InputError(f"got {y.size} labels for {scores.shape[0]} documents (rows of X): "

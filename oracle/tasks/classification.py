@@ -75,7 +75,7 @@ NEGATED_QUESTIONS["relations"] = NEGATED_QUESTIONS["gmt"]
 # ---------------------------------------------------------------- loading
 
 @lru_cache(maxsize=4)
-def _questions(root: str) -> dict:
+def class_questions(root: str) -> dict:
     path = data_file(root, "classification/paraphrases/question.json")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -89,7 +89,7 @@ def _read_csv(path: Path) -> list[dict]:
 
 
 @lru_cache(maxsize=32)
-def _gmt_rows(root: str, name: str) -> tuple[tuple[str, int], ...]:
+def gmt_rows(root: str, name: str) -> tuple[tuple[str, int], ...]:
     rows = _read_csv(data_file(root, f"classification/gmt/{name}.csv"))
     return tuple((r["statement"].strip(), int(r["label"])) for r in rows
                  if r.get("statement") and str(r.get("label")).strip() in ("0", "1"))
@@ -103,7 +103,7 @@ def _relation(root: str, name: str) -> tuple[tuple[str, ...], tuple[tuple[str, s
 
 
 @lru_cache(maxsize=4)
-def _sst2_rows(root: str, file: str) -> tuple[tuple[str, str], ...]:
+def sst2_rows(root: str, file: str) -> tuple[tuple[str, str], ...]:
     out = []
     for line in data_file(root, f"classification/sst2/{file}.tsv").read_text(encoding="utf-8").splitlines():
         text, _, label = line.rpartition("\t")
@@ -113,7 +113,7 @@ def _sst2_rows(root: str, file: str) -> tuple[tuple[str, str], ...]:
 
 
 @lru_cache(maxsize=4)
-def _tense_rows(root: str) -> tuple[tuple[str, str], ...]:
+def tense_rows(root: str) -> tuple[tuple[str, str], ...]:
     rows = json.loads(data_file(root, "classification/tense/tense_processed.json").read_text(encoding="utf-8"))
     return tuple((r["sentence"].strip(), r["label"]) for r in rows if r.get("label") in TENSES)
 
@@ -131,14 +131,14 @@ def labelled_texts(dataset: str, split: str, data_dir: Optional[PathLike] = None
     check_split(split)
     root = str(resolve_data_dir(data_dir))
     if dataset == "tense":
-        return [r for r in _tense_rows(root) if split_of(r[0], salt="tense") == split]
+        return [r for r in tense_rows(root) if split_of(r[0], salt="tense") == split]
     if dataset == "gmt":
-        return [(t, "true" if y else "false") for f in GMT_FILES for t, y in _gmt_rows(root, f)
+        return [(t, "true" if y else "false") for f in GMT_FILES for t, y in gmt_rows(root, f)
                 if split_of(t, salt="gmt") == split]
     if dataset == "sst2":
-        return list(_sst2_rows(root, "train" if split == "train" else "dev"))
+        return list(sst2_rows(root, "train" if split == "train" else "dev"))
     if dataset == "singular_plural":
-        rows, _, _ = _heldout_rows(root, "singular_plural")
+        rows, _, _ = heldout_rows(root, "singular_plural")
         return [(t, ("singular", "plural")[c]) for t, c in rows if split_of(t, 0.5, salt="heldout-half") == split]
     raise InputError(f"no labelled texts for {dataset!r}: use tense, gmt, sst2 or singular_plural")
 
@@ -205,10 +205,10 @@ def _make_sampler(root: str, name: str, split: str) -> Sampler:
     """A function ``(rng, want_yes, negated) -> (text, question, class, asked)`` for one training dataset and
     split. A negated question about ``asked`` is answered Yes when the text's class is not ``asked``; with
     ``negated=False`` the random draws are exactly those of the affirmative-only mix."""
-    q = _questions(root)
+    q = class_questions(root)
     neg = NEGATED_QUESTIONS[name.split("/", 1)[0]]
     if name.startswith("gmt/"):
-        rows = [r for r in _gmt_rows(root, name[4:]) if split_of(r[0], salt="gmt") == split]
+        rows = [r for r in gmt_rows(root, name[4:]) if split_of(r[0], salt="gmt") == split]
         by_label = {1: [r for r in rows if r[1] == 1], 0: [r for r in rows if r[1] == 0]}
         if not by_label[0] or not by_label[1]:
             raise _EmptySplit(f"classification/{name} has no true or no false statements in split {split!r}")
@@ -233,7 +233,7 @@ def _make_sampler(root: str, name: str, split: str) -> Sampler:
             return text, rng.choice(neg if negated else q["relations"]), "true" if true else "false", "true"
         return relation
     if name == "sst2":
-        rows = _sst2_rows(root, "train" if split == "train" else "dev")
+        rows = sst2_rows(root, "train" if split == "train" else "dev")
 
         def sst2(rng: random.Random, want_yes: bool, negated: bool) -> Sample:
             text, label = rng.choice(rows)
@@ -241,7 +241,7 @@ def _make_sampler(root: str, name: str, split: str) -> Sampler:
             return text, rng.choice(neg).format(asked) if negated else rng.choice(q["sst2"][asked]), label, asked
         return sst2
     if name == "tense":
-        rows = [r for r in _tense_rows(root) if split_of(r[0], salt="tense") == split]
+        rows = [r for r in tense_rows(root) if split_of(r[0], salt="tense") == split]
 
         def tense(rng: random.Random, want_yes: bool, negated: bool) -> Sample:
             text, label = rng.choice(rows)
@@ -389,9 +389,9 @@ def heldout_dataset_names(data_dir: Optional[PathLike] = None) -> list[str]:
     return names + [f"engels/{p.stem}" for p in engels]
 
 
-def _heldout_rows(root: str, dataset: str) -> tuple[list[tuple[str, int]], dict[int, list[str]], list[str]]:
+def heldout_rows(root: str, dataset: str) -> tuple[list[tuple[str, int]], dict[int, list[str]], list[str]]:
     """(rows (text, class index), class index -> question paraphrases, class names)."""
-    q = _questions(root)
+    q = class_questions(root)
     if dataset == "singular_plural":
         rows = _read_csv(data_file(root, "classification/singular_plural/singular_plural.csv"))
         classes = ["single", "multiple"]
@@ -451,7 +451,7 @@ def build_heldout_classification(
         if dataset not in aliases:
             raise InputError(f"unknown held-out dataset {dataset!r}: use one of {', '.join(names)}")
         dataset = aliases[dataset]
-    rows, questions, classes = _heldout_rows(root, dataset)
+    rows, questions, classes = heldout_rows(root, dataset)
     rng = make_rng(seed, f"heldout:{dataset}")
     by_class: dict[int, list[str]] = {0: [], 1: []}
     for text, c in rows:
