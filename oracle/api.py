@@ -267,6 +267,7 @@ class Oracle:
             >>> oracle.ask("The cat sat on the mat.", "What word is this?", details=True)          # doctest: +SKIP
             Answer(text='.', confidence=0.97, sensitivity=0.41, abstained=False)
         """
+        self._check_can_abstain(abstain)
         q = Query(source, question, layer, positions)
         text = self.ask_batch([q], diff=diff, max_new_tokens=max_new_tokens)[0]
         if not (abstain or details):
@@ -275,11 +276,13 @@ class Oracle:
         result = self._judged(text, logp[0], sens[0], "open", abstain)
         return result if details else str(result)
 
-    def _judged(self, text: str, scores_C: torch.Tensor, sensitivity: float, kind: str, abstain: bool) -> Answer:
-        cal = self.calibration or Calibration()
+    def _check_can_abstain(self, abstain: bool) -> None:
         if abstain and self.calibration is None:
             raise CheckpointError("this oracle has no calibration.json, so it has no abstention thresholds: run "
                                   "`ao calibrate --oracle <folder>` first")
+
+    def _judged(self, text: str, scores_C: torch.Tensor, sensitivity: float, kind: str, abstain: bool) -> Answer:
+        cal = self.calibration or Calibration()
         confidence = float(cal.probabilities(scores_C[None], kind)[0].max())
         return Answer(text, confidence, sensitivity,
                       abstained=abstain and cal.abstains(kind, confidence, sensitivity))
@@ -383,6 +386,7 @@ class Oracle:
             >>> oracle.choose("I loved this film.", "What is the sentiment of this text?", ["negative", "positive"])  # doctest: +SKIP
             'positive'
         """
+        self._check_can_abstain(abstain)
         q, cands = Query(source, question, layer, positions), list(candidates)
         if abstain or details:   # judged against the control vectors (oracle.confidence.debiased_choice)
             raw, prior, sens = choice_scores_and_sensitivity(self, [q], [cands], diff=diff)
