@@ -543,7 +543,7 @@ def test_ctrl_c_during_ao_train_saves_and_resumes_to_the_same_adapter(tmp_path, 
 
     def command(out: Path) -> list[str]:
         return [sys.executable, "-m", "cli", "train", "--model", str(tiny_model_dir), "--out", str(out),
-                "--store-dir", str(out.parent / f"cache-{out.name}"), "--n-examples", "64", "--steps", "300",
+                "--store-dir", str(out.parent / f"cache-{out.name}"), "--n-examples", "64", "--steps", "120",
                 "--batch-size", "4", "--lora-r", "4", "--save-every", "1000", "--activations", "on_the_fly",
                 "--onpolicy", "0", "--no-eval", "--calibration-n", "0", "--scaling-examples", "16"]
 
@@ -565,7 +565,7 @@ def test_ctrl_c_during_ao_train_saves_and_resumes_to_the_same_adapter(tmp_path, 
     assert text.strip().splitlines()[-1] == ("interrupted: the run was saved at its last step; rerun the same "
                                              "command to resume from there")
     state = json.loads((stopped / "train_state" / "state.json").read_text())
-    assert 0 < state["step"] < 300 and not (stopped / "adapter_model.safetensors").exists()
+    assert 0 < state["step"] < 120 and not (stopped / "adapter_model.safetensors").exists()
     assert subprocess.run(command(stopped), cwd=repo, env=env, capture_output=True, timeout=300).returncode == 0
     fresh = tmp_path / "fresh"
     assert subprocess.run(command(fresh), cwd=repo, env=env, capture_output=True, timeout=300).returncode == 0
