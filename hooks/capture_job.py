@@ -15,6 +15,7 @@ import torch
 from .capture import BACKENDS, capture_documents, default_workers
 from .positions import parse_positions
 from .dtypes import pad_token_id
+from .progress import progress_bar
 from .errors import InputError, StoreError
 from .layers import resolve_layers
 from .models import LoadedModel, load_model, parse_dtype
@@ -216,14 +217,10 @@ class _progress:
     """tqdm bar over documents with tokens/s in the postfix (a no-op when disabled)."""
 
     def __init__(self, n_docs: int, n_tokens: int, enabled: bool, skipped: int = 0) -> None:
-        self.bar = None
         self.tokens = 0
         self.t0 = time.perf_counter()
-        if enabled:
-            from tqdm.auto import tqdm
-
-            desc = "capture" + (f" (resumed, {skipped} docs done)" if skipped else "")
-            self.bar = tqdm(total=n_docs, desc=desc, unit="doc", dynamic_ncols=True)
+        desc = "capture" + (f" (resumed, {skipped} docs done)" if skipped else "")
+        self.bar = progress_bar(n_docs, desc, enabled, unit="doc")
 
     def update(self, n_docs: int, n_tokens: int) -> None:
         self.tokens += n_tokens

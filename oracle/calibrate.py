@@ -24,6 +24,7 @@ import torch
 
 from hooks.atomic import atomic_write_text, save_figure
 from hooks.errors import InputError
+from hooks.progress import progress_bar
 
 from .api import Oracle, Query
 from .confidence import (N_CONTROLS, Calibration, KindCalibration, check_threshold, choice_scores_and_sensitivity,
@@ -135,21 +136,13 @@ def _items(oracle: Oracle, split: str, n: int, seed: int, data_dir, layer: int):
     return out
 
 
-def _bar(total: int, desc: str, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, dynamic_ncols=True)
-
-
 def calibrate(oracle: Oracle, cfg: CalibrationConfig, progress: bool = False) -> tuple[Calibration, list[dict]]:
     """Fit ``oracle``'s calibration on the calibration split; returns it (not yet saved) and the records."""
     from .confidence import adapter_sha256
 
     layer = oracle.card.source_layers[len(oracle.card.source_layers) // 2]
     rows = _items(oracle, CALIBRATION, cfg.n, cfg.seed, cfg.data_dir, layer)
-    bar = _bar(len(rows), "calibration", progress)
+    bar = progress_bar(len(rows), "calibration", progress)
     records: list[dict] = []
     for row, (exs, vecs) in rows.items():
         recs = measure(oracle, exs, vecs, cfg.n_controls)
@@ -209,7 +202,7 @@ def confidence_report(oracle: Oracle, items: dict, n_controls: int = N_CONTROLS,
         raise InputError("this oracle has no calibration.json: run `ao calibrate --oracle <folder>` first")
     untrained = Oracle(oracle.lm, oracle.card, trained=False, scaler=oracle.scaler)
     rows = {row: v for row, v in items.items() if SKILLS[v[0][0].meta["skill"]].trained}
-    bar = _bar(2 * len(rows), "confidence", progress)
+    bar = progress_bar(2 * len(rows), "confidence", progress)
     out = {}
     for name, who in (("trained", oracle), ("untrained", untrained)):
         records: list[dict] = []

@@ -10,6 +10,7 @@ from typing import Optional, Sequence, Union
 import torch
 
 from hooks.atomic import save_figure
+from hooks.progress import progress_bar
 
 from .api import Oracle, Query
 from .batching import target_vectors
@@ -114,11 +115,7 @@ def evaluate_heldout_scores(oracle: Oracle, n: int = 200, positions: Sequence[st
     names = list(datasets) if datasets else heldout_dataset_names(data_dir)
     out: dict = {}
     items = [(d, p) for d in names for p in positions]
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(items), desc=f"held-out ({'trained' if oracle.trained else 'untrained'})")
+    bar = progress_bar(len(items), f"held-out ({'trained' if oracle.trained else 'untrained'})", progress)
     for d, p in items:
         exs = build_heldout_classification(oracle.lm.tokenizer, oracle.lm.n_layers, d, n=n, seed=seed,
                                            data_dir=data_dir, position=p)

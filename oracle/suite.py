@@ -26,6 +26,7 @@ import torch
 
 from hooks.atomic import atomic_write_text, save_figure
 from hooks.errors import InputError
+from hooks.progress import progress_bar
 
 from .api import Oracle, Query
 from .evaluate import example_vectors
@@ -202,11 +203,7 @@ def run_suite(oracle: Oracle, cfg: SuiteConfig, progress: bool = False, probes: 
     untrained = Oracle(oracle.lm, oracle.card, trained=False, scaler=oracle.scaler)
     items = suite_items(oracle.lm, cfg, layer)
     rows: dict = {}
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(items), desc="reading suite", dynamic_ncols=True)
+    bar = progress_bar(len(items), "reading suite", progress)
     for (row, skill, pos), exs in zip(cfg.rows(), items.values()):
         vecs = example_vectors(untrained, exs)
         r = {"skill": skill, "position": pos, "chance": chance(exs),

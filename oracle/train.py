@@ -17,6 +17,7 @@ import torch
 
 from hooks.atomic import save_figure
 from hooks.errors import CheckpointError, InputError
+from hooks.progress import progress_bar
 from hooks.adapter_base import record_portable_base
 from hooks.models import LoadedModel, adapters_disabled, load_model
 from hooks.store import ActivationStore, DocActs, StoreWriter
@@ -70,7 +71,7 @@ def capture_example_store(lm: LoadedModel, examples: Sequence[OracleExample], pa
                      d_model=lm.d_model, layers=layers, dtype="bfloat16", capture_options=opts, docs_per_shard=512,
                      resume=resume) as writer:
         pending = writer.pending_shards(len(examples))
-        bar = _bar(sum(b - a for _, a, b in pending), "capture targets", progress)
+        bar = progress_bar(sum(b - a for _, a, b in pending), "capture targets", progress)
         for shard, start, stop in pending:
             docs = []
             for s in range(start, stop, batch_size):
@@ -101,14 +102,6 @@ def _examples_hash(examples: Sequence[OracleExample]) -> str:
     for ex in examples:
         h.update(json.dumps([ex.context_ids, ex.positions, ex.layer], separators=(",", ":")).encode())
     return h.hexdigest()[:16]
-
-
-def _bar(total: int, desc: str, enabled: bool):
-    if not enabled or total == 0:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, dynamic_ncols=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -297,7 +290,7 @@ def train_oracle(
     while len(order) < config.total_steps:
         order += length_grouped_order(lengths, config.batch_size, config.seed + epoch)
         epoch += 1
-    bar = _bar(config.total_steps, "train", progress)
+    bar = progress_bar(config.total_steps, "train", progress)
     if bar:
         bar.update(step)
     log_path = out / "train_log.jsonl"
