@@ -27,7 +27,7 @@ from hooks.errors import InputError
 from hooks.progress import progress_bar
 
 from .api import Oracle, Query
-from .confidence import (N_CONTROLS, Calibration, KindCalibration, check_threshold, choice_scores_and_sensitivity,
+from .confidence import (N_CONTROLS, Calibration, confidence_bins, KindCalibration, check_threshold, choice_scores_and_sensitivity,
                          coverage_curve, expected_calibration_error, fit_temperature, fit_thresholds,
                          open_logprobs_and_sensitivity)
 from .evaluate import example_vectors
@@ -188,11 +188,8 @@ def judge(records: Sequence[dict], cal: Calibration) -> dict:
 
 
 def reliability_bins(confidence: Sequence[float], correct: Sequence[bool], n_bins: int = 10) -> list:
-    """(bin centre, mean confidence, accuracy, count) per non-empty confidence bin."""
-    conf, ok = np.asarray(confidence, dtype=float), np.asarray(correct, dtype=float)
-    bins = np.minimum((conf * n_bins).astype(int), n_bins - 1)
-    return [((b + 0.5) / n_bins, round(float(conf[bins == b].mean()), 4), round(float(ok[bins == b].mean()), 4),
-             int((bins == b).sum())) for b in sorted(set(bins.tolist()))]
+    """:func:`oracle.confidence.confidence_bins`, rounded for the report."""
+    return [(c, round(m, 4), round(a, 4), n) for c, m, a, n in confidence_bins(confidence, correct, n_bins)]
 
 
 def confidence_report(oracle: Oracle, items: dict, n_controls: int = N_CONTROLS, progress: bool = False) -> dict:

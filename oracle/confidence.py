@@ -35,6 +35,8 @@ import torch
 from hooks.atomic import atomic_write_text
 from hooks.errors import CheckpointError, InputError
 
+from .tasks.base import check_share
+
 
 log = logging.getLogger(__name__)
 
@@ -177,9 +179,7 @@ def check_threshold(name: str, value: Optional[float]) -> Optional[float]:
         ...
         hooks.errors.InputError: --min-confidence 1.5 is outside [0, 1]: give a share such as 0.6
     """
-    if value is not None and not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
-        raise InputError(f"{name} {value} is outside [0, 1]: give a share such as 0.6")
-    return value
+    return None if value is None else check_share(name, value)
 
 
 # ---------------------------------------------------------------- sensitivity
@@ -303,12 +303,25 @@ def expected_calibration_error(confidence: Sequence[float], correct: Sequence[bo
         >>> expected_calibration_error([0.9, 0.9, 0.6, 0.6], [True, True, True, False])
         0.1
     """
-    conf, ok = np.asarray(confidence, dtype=float), np.asarray(correct, dtype=float)
-    if conf.size == 0:
+    bins = confidence_bins(confidence, correct, n_bins)
+    if not bins:
         return float("nan")
+    gap = sum(abs(mean_conf - acc) * count for _, mean_conf, acc, count in bins)
+    return round(float(gap / sum(count for *_, count in bins)), 6)
+
+
+def confidence_bins(confidence: Sequence[float], correct: Sequence[bool], n_bins: int = 10) -> list:
+    """(bin centre, mean confidence, accuracy, count) of every non-empty equal-width confidence bin: the
+    reliability diagram's points, and what the ECE averages.
+
+    Example:
+        >>> confidence_bins([0.9, 0.95, 0.3], [True, False, False])
+        [(0.35, 0.3, 0.0, 1), (0.95, 0.925, 0.5, 2)]
+    """
+    conf, ok = np.asarray(confidence, dtype=float), np.asarray(correct, dtype=float)
     bins = np.minimum((conf * n_bins).astype(int), n_bins - 1)
-    gap = sum(abs(conf[bins == b].mean() - ok[bins == b].mean()) * (bins == b).sum() for b in set(bins.tolist()))
-    return round(float(gap / conf.size), 6)
+    return [((b + 0.5) / n_bins, float(conf[bins == b].mean()), float(ok[bins == b].mean()), int((bins == b).sum()))
+            for b in sorted(set(bins.tolist()))]
 
 
 def fit_thresholds(confidence: Sequence[float], sensitivity: Sequence[float], correct: Sequence[bool],

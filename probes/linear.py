@@ -298,8 +298,8 @@ class LinearProbe:
                        metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
         meta["weights_sha256"] = hashlib.sha256(blob).hexdigest()
         directory.mkdir(parents=True, exist_ok=True)
-        _atomic_write(directory / WEIGHTS_FILE, blob)
-        _atomic_write(directory / META_FILE, (json.dumps(meta, indent=2) + "\n").encode())
+        atomic_write_bytes(directory / WEIGHTS_FILE, blob)
+        atomic_write_bytes(directory / META_FILE, (json.dumps(meta, indent=2) + "\n").encode())
         log.info("saved %s probe (D=%d) to %s", self.kind, self.d_model, directory)
         return directory
 
@@ -359,10 +359,6 @@ def train_probe(X_ND: ArrayLike, y_N: ArrayLike, config: Optional[ProbeConfig] =
                 metadata: Optional[dict] = None) -> LinearProbe:
     """Same as :meth:`LinearProbe.fit`."""
     return LinearProbe.fit(X_ND, y_N, config, metadata)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    atomic_write_bytes(path, data)
 
 
 # ----------------------------------------------------------------------------- numpy/sklearn fitting

@@ -135,8 +135,8 @@ def check_share(name: str, value: float) -> float:
         >>> check_share("open_frac", 0.5)
         0.5
     """
-    if not 0.0 <= float(value) <= 1.0:
-        raise InputError(f"{name} {value} must be a share between 0 and 1")
+    if not 0.0 <= float(value) <= 1.0:   # NaN fails too
+        raise InputError(f"{name} {value} is outside [0, 1]: give a share such as 0.6")
     return float(value)
 
 
