@@ -406,17 +406,36 @@ def attach_adapter(lm: LoadedModel, path: Union[str, Path], name: str = "target"
     from peft import PeftModel
 
     check_adapter_folder(path)
+    was_peft = hasattr(lm.model, "load_adapter") and hasattr(lm.model, "peft_config")
     try:
-        if hasattr(lm.model, "load_adapter") and hasattr(lm.model, "peft_config"):
+        if was_peft:
             lm.model.load_adapter(str(path), adapter_name=name, is_trainable=trainable, use_safetensors=True)
         else:
             lm.model = PeftModel.from_pretrained(lm.model, str(path), adapter_name=name, is_trainable=trainable)
     except (RuntimeError, ValueError, KeyError) as e:
+        _undo_failed_attach(lm.model, name, was_peft)
         raise CheckpointError(
             f"adapter {path} does not fit {lm.spec} ({str(e).splitlines()[0][:160]}): use an adapter trained on this base model"
         ) from None
     lm.adapters[name] = str(path)
     lm.model.eval()
+
+
+def _undo_failed_attach(model: nn.Module, name: str, was_peft: bool) -> None:
+    """Give the model back as it was before an adapter failed to load: PEFT injects the adapter's layers into the
+    model in place before it reads the weights, so a shape mismatch leaves them (and ``peft_config``) behind."""
+    if was_peft:
+        if name in getattr(model, "peft_config", {}):
+            model.delete_adapter(name)
+        return
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for module in list(model.modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, BaseTunerLayer):
+                setattr(module, child_name, child.get_base_layer())
+    if "peft_config" in vars(model):
+        del model.peft_config
 
 
 @contextlib.contextmanager
