@@ -26,8 +26,8 @@ from .batching import capture_contexts, make_oracle_batch, target_vectors
 from .card import OracleCard, write_card
 from .scaling import STATS_FILE, InputScaler
 from .tasks.base import OracleExample, load_examples, save_examples, source_layers
-from .train_checkpoint import (TRAIN_STATE, check_resume_settings, load_train_state, promote_adapter, remove_tree,
-                               save_train_state, start_from_oracle, write_log_jsonl)
+from .train_checkpoint import (TRAIN_STATE, check_init_from, check_resume_settings, load_train_state, promote_adapter,
+                               remove_tree, save_train_state, start_from_oracle, write_log_jsonl)
 from .train_config import TrainConfig, use_bf16
 
 if TYPE_CHECKING:
@@ -234,10 +234,12 @@ def train_oracle(
     torch.manual_seed(config.seed)
     started = time.perf_counter()
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     check_resume_settings(config, out)
     if lm is None:
         lm = load_model(config.model, device=config.device)
+    if config.init_from:   # bad input is refused before anything is written (no empty --out, no example list)
+        check_init_from(lm, config, out)
+    out.mkdir(parents=True, exist_ok=True)
     if examples is None:
         ex_file = config.examples_path
         if ex_file.exists():

@@ -6,7 +6,7 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 
@@ -15,6 +15,9 @@ from hooks.errors import CheckpointError
 from hooks.models import LoadedModel
 
 from .train_config import TrainConfig
+
+if TYPE_CHECKING:
+    from .card import OracleCard
 
 TRAIN_STATE = "train_state"
 
@@ -101,7 +104,22 @@ def start_from_oracle(lm: LoadedModel, config: TrainConfig, out: Path) -> dict:
     oracle's training summary (kept in the new card, so the total training time stays on record)."""
     import shutil
 
-    from hooks.models import attach_adapter, check_adapter_folder
+    from hooks.models import attach_adapter
+
+    from .scaling import STATS_FILE
+
+    folder = Path(config.init_from)
+    card = check_init_from(lm, config, out)
+    if config.input_scaling != "none" and not (out / STATS_FILE).exists():
+        shutil.copyfile(folder / STATS_FILE, out / STATS_FILE)
+    attach_adapter(lm, folder, name="oracle", trainable=True)
+    return {"init_from": str(folder), "init_training": card.training}
+
+
+def check_init_from(lm: LoadedModel, config: TrainConfig, out: Path) -> "OracleCard":
+    """Refuse, in one line, a ``config.init_from`` oracle that cannot be continued here (another base, injection or
+    LoRA shape, no input scaling); returns its card. Reads only: :func:`train_oracle` calls it before it writes."""
+    from hooks.models import check_adapter_folder
 
     from .card import read_card
     from .scaling import STATS_FILE
@@ -118,12 +136,9 @@ def start_from_oracle(lm: LoadedModel, config: TrainConfig, out: Path) -> dict:
     if diff:
         raise CheckpointError(f"--init-from {folder} was trained with other settings ({'; '.join(diff)}): "
                               f"pass the same settings or train from scratch")
-    if config.input_scaling != "none" and not (out / STATS_FILE).exists():
-        if not (folder / STATS_FILE).is_file():
-            raise CheckpointError(f"--init-from {folder} has no {STATS_FILE}: it cannot be continued")
-        shutil.copyfile(folder / STATS_FILE, out / STATS_FILE)
-    attach_adapter(lm, folder, name="oracle", trainable=True)
-    return {"init_from": str(folder), "init_training": card.training}
+    if config.input_scaling != "none" and not (out / STATS_FILE).exists() and not (folder / STATS_FILE).is_file():
+        raise CheckpointError(f"--init-from {folder} has no {STATS_FILE}: it cannot be continued")
+    return card
 
 
 def remove_tree(p: Path) -> None:
