@@ -237,22 +237,38 @@ def _dequantized(model: nn.Module) -> nn.Module:
     return model
 
 
-def hub_reachable(timeout_s: float = 3.0) -> bool:
-    """Whether the Hugging Face endpoint accepts a TCP connection within ``timeout_s`` (False when offline mode is set)."""
+#: how long the one reachability probe may take, name lookup included (an offline machine must fail in seconds)
+HUB_PROBE_TIMEOUT_S = 3.0
+
+
+def hub_reachable(timeout_s: float | None = None) -> bool:
+    """Whether the Hugging Face endpoint accepts a TCP connection within ``timeout_s`` (default
+    :data:`HUB_PROBE_TIMEOUT_S`; False when offline mode is set). The probe runs in a daemon thread, so a
+    name lookup that hangs (no DNS answer) is bounded too: ``create_connection``'s own timeout does not cover it."""
     import socket
+    import threading
     from urllib.parse import urlparse
 
     from huggingface_hub import constants
 
     if constants.HF_HUB_OFFLINE:
         return False
+    wait_s = HUB_PROBE_TIMEOUT_S if timeout_s is None else float(timeout_s)
     url = urlparse(constants.ENDPOINT)
-    try:
-        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
-                                 timeout=timeout_s).close()
-        return True
-    except OSError:
-        return False
+    reached: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
+                                     timeout=wait_s).close()
+            reached.append(True)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=probe, name="hub-probe", daemon=True)
+    thread.start()
+    thread.join(wait_s)
+    return bool(reached)
 
 
 def _hub_id_is_cached_only(spec: str) -> bool:

@@ -85,6 +85,42 @@ def test_unknown_model_offline_fails_at_once(tmp_path, capsys, texts_file, monke
     assert not out.exists()
 
 
+def test_unknown_model_with_a_hanging_network_fails_after_one_bounded_probe(tmp_path, capsys, texts_file,
+                                                                           monkeypatch):
+    """A network that never answers (a name lookup or connect that hangs) costs one probe of
+    HUB_PROBE_TIMEOUT_S, not the hub client's retries: the one line comes once the probe gives up."""
+    import socket
+    import threading
+
+    import hooks.models
+    from huggingface_hub import constants
+
+    # the 10-second promise of docs/reliability.md row 1: the probe is the only wait on this path
+    assert hooks.models.HUB_PROBE_TIMEOUT_S <= 5.0
+    released, gave_up, calls = threading.Event(), threading.Event(), []
+
+    def hang(*args, **kwargs):
+        calls.append(args)
+        released.wait(30)        # does not answer while the command runs (30 s: a hung test still ends)
+        gave_up.set()
+        raise OSError("released")
+
+    monkeypatch.setattr(socket, "create_connection", hang)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hooks.models, "HUB_PROBE_TIMEOUT_S", 0.2)
+    out = tmp_path / "out"
+    try:
+        rc, _, err = run_cli(capsys, "capture", "--model", "no-such-org/no-such-model-xyz", "--texts",
+                             str(texts_file), "--out", str(out))
+        answered_before_the_network = not gave_up.is_set()
+    finally:
+        released.set()
+    assert answered_before_the_network, "the command waited for the hanging connection instead of the probe's timeout"
+    assert rc == 2 and len(calls) == 1
+    assert_one_error_line(err, "'no-such-org/no-such-model-xyz' is not embedded", "the hub is unreachable")
+    assert not out.exists()
+
+
 @pytest.mark.slow
 def test_unknown_model_with_the_hub_reachable(tmp_path, capsys, texts_file, monkeypatch):
     """When the hub answers, the loader's own refusal becomes the one line."""
