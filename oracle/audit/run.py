@@ -70,7 +70,8 @@ def resolve_oracle_path(path: str) -> Path:
     return p
 
 
-def _vocab(lm: LoadedModel) -> WordVocab:
+def word_vocab(lm: LoadedModel) -> WordVocab:
+    """The whole-word view of the model's vocabulary (built once per tokenizer and vocabulary size)."""
     head = unwrap(lm.model).get_output_embeddings()
     n = int(head.weight.shape[0]) if hasattr(head, "weight") else len(lm.tokenizer)
     key = (id(lm.tokenizer), n)
@@ -79,7 +80,7 @@ def _vocab(lm: LoadedModel) -> WordVocab:
     return _VOCABS[key]
 
 
-def _detach(lm: LoadedModel, was_peft: bool) -> None:
+def detach_adapters(lm: LoadedModel, was_peft: bool) -> None:
     """Remove the audit's adapters; a model that came in plain goes back to plain."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -92,7 +93,7 @@ def _detach(lm: LoadedModel, was_peft: bool) -> None:
             lm.model.eval()
 
 
-def _echoes(lm: LoadedModel, ctx: AuditContext) -> set[str]:
+def echo_words(lm: LoadedModel, ctx: AuditContext) -> set[str]:
     """Words of everything the models read: formatted prompts (chat template included), questions, prefills."""
     tok = lm.tokenizer
     texts = [format_chat(tok, [{"role": "user", "content": p.text}], add_generation_prompt=True) for p in ctx.prompts]
@@ -161,7 +162,7 @@ def run_audit(config: AuditConfig, lm: LoadedModel | None = None) -> dict:
     torch.manual_seed(config.seed)
     try:
         t = time.perf_counter()
-        _detach(lm, was_peft=True)
+        detach_adapters(lm, was_peft=True)
         if oracle_path is not None:
             if card is not None:
                 check_oracle_weights(oracle_path, card, lm)
@@ -181,7 +182,7 @@ def run_audit(config: AuditConfig, lm: LoadedModel | None = None) -> dict:
                            detect_idx=first_per_group(len(prompts), config.n_detect_prompts))
         if config.reply_tokens:  # every method's ranking drops the reply's words, so it is read whatever runs
             read_replies(ctx)
-        vocab, echoes = _vocab(lm), _echoes(lm, ctx)
+        vocab, echoes = word_vocab(lm), echo_words(lm, ctx)
         timings["read_target_s"] = round(time.perf_counter() - t, 3)
 
         runners: dict[str, Callable[[], MethodOutput]] = {
@@ -231,7 +232,7 @@ def run_audit(config: AuditConfig, lm: LoadedModel | None = None) -> dict:
             "environment": _environment(lm),
         }
     finally:
-        _detach(lm, was_peft)
+        detach_adapters(lm, was_peft)
     timings["methods_s"] = {k: v["seconds"] for k, v in methods.items()}
     timings["total_s"] = round(time.perf_counter() - t_start, 3)
     if config.out is not None:
