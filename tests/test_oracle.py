@@ -243,7 +243,7 @@ def test_crash_and_resume_gives_the_same_adapter(tmp_path):
 
 
 def test_resuming_with_changed_settings_names_the_fields(tmp_path):
-    from oracle.train import TrainConfig, train_oracle
+    from oracle.train import train_oracle
 
     part, cfg = _train(tmp_path, "crash", stop_after=2)
     assert part == {"stopped_at": 2}
@@ -267,7 +267,7 @@ def test_init_from_continues_an_oracle_and_refuses_other_settings(tmp_path):
     from safetensors.torch import load_file
 
     from oracle.scaling import STATS_FILE
-    from oracle.train import TrainConfig, train_oracle
+    from oracle.train import train_oracle
 
     _, cfg = _train(tmp_path, "first")
     first = tmp_path / "first"
@@ -443,37 +443,6 @@ def test_oracle_card_for_another_base_model_is_refused(tmp_path):
     (dst / "adapter_model.safetensors").unlink()
     (dst / "adapter_model.bin").write_bytes(b"pickle")
     with pytest.raises(CheckpointError, match="pickled"):
-        Oracle.load(dst, lm=tiny_loaded("llama"))
-
-
-@pytest.mark.parametrize("damage, message", [
-    ("truncate", "is truncated or padded"),
-    ("garble", "is not a readable safetensors file"),
-    ("card_field", "is not a valid oracle card"),
-    ("card_future", "uses prompt format v2; this code speaks v1"),
-])
-def test_damaged_oracle_folders_are_one_line(tmp_path, damage, message):
-    """A truncated or garbled adapter file, a card missing a field or from a future format: one typed line,
-    before anything is loaded."""
-    import shutil
-
-    from oracle.api import Oracle
-
-    dst = tmp_path / "oracle"
-    shutil.copytree(SHIPPED, dst, ignore=shutil.ignore_patterns("eval", "*.png", "*.jsonl"))
-    adapter, card = dst / "adapter_model.safetensors", dst / "oracle.json"
-    if damage == "truncate":
-        adapter.write_bytes(adapter.read_bytes()[:-1000])
-    elif damage == "garble":
-        adapter.write_bytes(b"\xff" * 64)
-    else:
-        d = json.loads(card.read_text())
-        if damage == "card_field":
-            del d["d_model"]
-        else:
-            d["prompt_format_version"] = 2
-        card.write_text(json.dumps(d))
-    with pytest.raises(CheckpointError, match=message):
         Oracle.load(dst, lm=tiny_loaded("llama"))
 
 
