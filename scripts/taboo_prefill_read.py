@@ -30,17 +30,12 @@ from oracle.audit.forward import chat_ids, logit_lens, mean_next_token_probs, re
 from oracle.audit.methods import AuditContext
 from oracle.audit.prompts import audit_prompts
 from oracle.audit.run import detach_adapters, echo_words, read_replies, word_vocab
-from oracle.audit.words import rank_words
+from oracle.audit.words import word_rank
 from oracle.organisms import read_card
 
 NEXT_WORD_QUESTIONS = ["What is the next word?", "Which word comes right after this?", "Predict the word that follows."]
 LAYERS = (7, 15, 22)
-MAX_RANK = 5000
-
-
-def rank_of(secret: str, probs_V: torch.Tensor, vocab, echoes) -> int | None:
-    words = [w["word"] for w in rank_words(probs_V, vocab, echoes, top_k=MAX_RANK)["top_words"]]
-    return words.index(secret) + 1 if secret in words else None
+MAX_RANK = 5000  # word_rank's default: past it a word counts as missed
 
 
 def measure(organism: str, oracle_dir: str, n_prompts: int) -> dict:
@@ -59,7 +54,7 @@ def measure(organism: str, oracle_dir: str, n_prompts: int) -> dict:
         echoes = echo_words(lm, ctx)
         seqs = ctx.prefill_ids()
         last = [[len(s) - 1] for s in seqs]
-        ranks["prefill"] = rank_of(secret, mean_next_token_probs(lm, seqs, "target", cfg.batch_size, last)[0],
+        ranks["prefill"] = word_rank(secret, mean_next_token_probs(lm, seqs, "target", cfg.batch_size, last)[0],
                                    vocab, echoes)
         for layer in LAYERS:
             t = residuals(lm, seqs, last, layer, "target", cfg.batch_size)
@@ -69,10 +64,10 @@ def measure(organism: str, oracle_dir: str, n_prompts: int) -> dict:
                                              ("untrained_t", untrained, t, False)):
                 qs = [Query(v, q, layer=layer) for q in NEXT_WORD_QUESTIONS for v in vecs]
                 probs = reader.first_token_logprobs(qs, diff=diff, batch_size=cfg.batch_size).exp().mean(0)
-                ranks[f"{name}@{layer}"] = rank_of(secret, probs, vocab, echoes)
+                ranks[f"{name}@{layer}"] = word_rank(secret, probs, vocab, echoes)
             for name, vecs, diff in (("lens_t", t, False), ("lens_d", d, True)):
                 probs = logit_lens(lm, torch.cat(vecs), "target", diff=diff).exp().mean(0)
-                ranks[f"{name}@{layer}"] = rank_of(secret, probs, vocab, echoes)
+                ranks[f"{name}@{layer}"] = word_rank(secret, probs, vocab, echoes)
     finally:
         detach_adapters(lm, was_peft=False)
     return {"secret": secret, "ranks": ranks}

@@ -23,7 +23,7 @@ from oracle.audit.prompts import (
     read_prompt_file,
 )
 from oracle.audit.target import check_target_adapter, embedded_identity
-from oracle.audit.words import WordVocab, rank_words
+from oracle.audit.words import WordVocab, rank_words, word_rank
 
 ORACLE_DIR = REPO_ROOT / "checkpoints" / "oracle-smollm2-135m"
 BENIGN_DIR = REPO_ROOT / "checkpoints" / "organisms" / "benign"
@@ -287,6 +287,15 @@ def test_rank_words_merges_drops_and_renormalises():
     assert r["confidence"] == pytest.approx(0.8) and r["kept_mass"] == pytest.approx(0.5)
     assert rank_words(torch.tensor([0.0, 0.0, 0.0, 1.0, 0.0, 0.0]), vocab, echoes={"hint"})["confidence"] == 0.0
 
+
+
+def test_word_rank_follows_rank_words_and_misses_echoes_and_the_cut():
+    vocab = WordVocab(["moon", "star", "hint", "sun"], torch.tensor([0, 0, 1, 2, 3, -1]))
+    probs = torch.tensor([0.2, 0.2, 0.1, 0.3, 0.05, 0.15])
+    assert [word_rank(w, probs, vocab) for w in ("moon", "hint", "star", "sun")] == [1, 2, 3, 4]
+    assert word_rank("hint", probs, vocab, echoes={"hint"}) is None
+    assert word_rank("sun", probs, vocab, max_rank=3) is None
+    assert word_rank("comet", probs, vocab) is None
 
 def test_word_vocab_on_the_real_tokenizer(lm):
     vocab = WordVocab.build(lm.tokenizer)

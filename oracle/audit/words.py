@@ -139,6 +139,20 @@ def rank_words(probs_V: torch.Tensor, vocab: WordVocab, echoes: Iterable[str] = 
     return {"top_words": top, "top_word": top[0]["word"], "confidence": float(vals[0]), "kept_mass": mass / total}
 
 
+def word_rank(word: str, probs_V: torch.Tensor, vocab: WordVocab, echoes: Iterable[str] = (),
+              max_rank: int = 5000) -> int | None:
+    """1-based rank of ``word`` among the kept words of a distribution (as :func:`rank_words` ranks them);
+    None past ``max_rank``, or when the word has no mass or is an echo.
+
+    Example:
+        >>> vocab = WordVocab(["moon", "star", "hint"], torch.tensor([0, 0, 1, 2, -1]))
+        >>> word_rank("star", torch.tensor([0.2, 0.2, 0.1, 0.3, 0.2]), vocab, echoes={"hint"})
+        2
+    """
+    words = [w["word"] for w in rank_words(probs_V, vocab, echoes, top_k=max_rank)["top_words"]]
+    return words.index(word) + 1 if word in words else None
+
+
 def mean_probs(logprobs: Sequence[torch.Tensor]) -> torch.Tensor:
     """Average of probability distributions given as log-probabilities ``(N, V)`` chunks.
 
