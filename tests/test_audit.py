@@ -288,7 +288,6 @@ def test_rank_words_merges_drops_and_renormalises():
     assert rank_words(torch.tensor([0.0, 0.0, 0.0, 1.0, 0.0, 0.0]), vocab, echoes={"hint"})["confidence"] == 0.0
 
 
-
 def test_word_rank_follows_rank_words_and_misses_echoes_and_the_cut():
     vocab = WordVocab(["moon", "star", "hint", "sun"], torch.tensor([0, 0, 1, 2, 3, -1]))
     probs = torch.tensor([0.2, 0.2, 0.1, 0.3, 0.05, 0.15])
@@ -296,6 +295,7 @@ def test_word_rank_follows_rank_words_and_misses_echoes_and_the_cut():
     assert word_rank("hint", probs, vocab, echoes={"hint"}) is None
     assert word_rank("sun", probs, vocab, max_rank=3) is None
     assert word_rank("comet", probs, vocab) is None
+
 
 def test_word_vocab_on_the_real_tokenizer(lm):
     vocab = WordVocab.build(lm.tokenizer)
