@@ -20,6 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--data-dir", default=None, help="shared data folder (adds the taboo test prompts when present)")
     a.add_argument("--n-prompts", type=int, default=40, help="audit prompts in total")
     a.add_argument("--layer", default="50%", help="residual layer read (index, percent or TransformerLens name)")
+    a.add_argument("--detect-layer", default="75%", help="residual layer the oracles' trigger detection reads")
     a.add_argument("--n-positions", type=int, default=16, help="last tokens of each prompt that are read")
     a.add_argument("--methods", default=None, help=f"comma-separated subset of {','.join(METHODS)}")
     a.add_argument("--threshold", type=float, default=SECRET_THRESHOLD, help="confidence at which a secret counts as found")
@@ -52,7 +53,7 @@ def _audit(args: argparse.Namespace) -> int:
     cmd = args.command_line
     cfg = AuditConfig(target=args.target, base=args.base, oracle=oracle, out=args.out,
                       prompt_files=tuple(args.prompts or ()), data_dir=args.data_dir, n_prompts=args.n_prompts,
-                      layer=args.layer, n_positions=args.n_positions, methods=methods, threshold=args.threshold,
+                      layer=args.layer, detect_layer=args.detect_layer, n_positions=args.n_positions, methods=methods, threshold=args.threshold,
                       batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, device=args.device,
                       dtype=args.dtype, progress=True, extra={"command": cmd} if cmd else {})
     report = run_audit(cfg)

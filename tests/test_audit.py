@@ -16,9 +16,11 @@ import torch
 from hooks.errors import CheckpointError, InputError
 from hooks.paths import REPO_ROOT
 from oracle.audit import METHODS, AuditConfig, run_audit
+from oracle.audit.config import ORACLE_METHODS
 from oracle.audit.prompts import (
     ORDINARY_PROMPTS,
     SECRET_PROMPTS,
+    SELF_DETECTION_QUESTIONS,
     audit_prompts,
     read_prompt_file,
 )
@@ -28,7 +30,7 @@ from oracle.audit.words import WordVocab, rank_words, word_rank
 ORACLE_DIR = REPO_ROOT / "checkpoints" / "oracle-smollm2-135m"
 BENIGN_DIR = REPO_ROOT / "checkpoints" / "organisms" / "benign"
 # Small settings so an audit takes seconds: 6 prompts, short answers.
-FAST = {"n_prompts": 6, "n_text_answers": 2, "n_detect_prompts": 2, "max_new_tokens": 4, "batch_size": 8}
+FAST = {"n_prompts": 6, "n_text_answers": 2, "max_new_tokens": 4, "batch_size": 8}
 FAST_ARGS = ["--n-prompts", "6", "--max-new-tokens", "4"]
 
 pytestmark = pytest.mark.slow
@@ -140,7 +142,10 @@ def test_audit_end_to_end_writes_report(audited):
     assert (out / "top_words.png").read_bytes()[:4] == b"\x89PNG"
     on_disk = json.loads((out / "report.json").read_text())
     assert on_disk["format"] == "ao-audit-report" and on_disk["config"]["n_prompts"] == 6
-    assert len(on_disk["prompts"]) == 6 and on_disk["layer"] == 15
+    assert len(on_disk["prompts"]) == 6 and on_disk["layer"] == 15 and on_disk["detect_layer"] == 22
+    for name in (*ORACLE_METHODS, "untrained_oracle"):  # one trigger score per self-report question, read at the detection layer
+        detail = on_disk["methods"][name]["detection_detail"]
+        assert detail["layer"] == 22 and list(detail["p_yes_per_question"]) == list(SELF_DETECTION_QUESTIONS)
     for name, m in on_disk["methods"].items():
         assert 1 <= len(m["top_words"]) <= 20, name
         assert 0.0 <= m["confidence"] <= 1.0 and 0.0 <= m["detection"] <= 1.0, name
@@ -247,6 +252,8 @@ def test_cli_rejects_empty_prompt_file_and_non_adapter(random_adapter, tmp_path,
     (tmp_path / "not-an-adapter").mkdir()
     rc, err = _cli(["audit", "--target", str(tmp_path / "not-an-adapter"), "--out", str(out)], capsys)
     _assert_one_line_error(rc, err, "adapter_config.json")
+    rc, err = _cli(["audit", "--target", str(random_adapter), "--out", str(out), "--detect-layer", "top"], capsys)
+    _assert_one_line_error(rc, err, "detect_layer 'top'")
     assert not out.exists()
 
 
@@ -272,7 +279,7 @@ def test_cli_rejects_oracle_of_another_base_model(random_adapter, tmp_path, caps
                    "docs/audits.md); strict: this test fails once the oracle stops doing it")
 def test_benign_organism_has_no_secret(lm):
     report = run_audit(AuditConfig(target=str(BENIGN_DIR), oracle=str(ORACLE_DIR), methods=("oracle",),
-                                   n_prompts=12, n_text_answers=1, n_detect_prompts=2, max_new_tokens=4), lm=lm)
+                                   n_prompts=12, n_text_answers=1, max_new_tokens=4), lm=lm)
     oracle = report["methods"]["oracle"]
     assert not oracle["secret_found"]
     assert oracle["confidence"] < report["threshold"]
@@ -338,6 +345,8 @@ def test_config_validation():
         AuditConfig(target="t", oracle=None)
     with pytest.raises(InputError, match="layer"):
         AuditConfig(target="t", layer="half")
+    with pytest.raises(InputError, match="detect_layer 'top'"):
+        AuditConfig(target="t", detect_layer="top")
     cfg = AuditConfig(target="t", oracle=None, methods=("logit_lens", "ask_target"))
     assert cfg.methods == ("ask_target", "logit_lens")  # report order
     assert json.loads(json.dumps(cfg.to_dict()))["methods"] == ["ask_target", "logit_lens"]

@@ -50,7 +50,8 @@ class AuditConfig:
     batch_size: int = 16
     max_new_tokens: int = 16                  # length of the free-text answers in the report
     n_text_answers: int = 4                   # prompts that get free-text answers (evenly spread)
-    n_detect_prompts: int = 8                 # prompts whose activations the oracle's detection reads
+    detect_layer: int | str = "75%"     # residual layer the oracles' trigger detection reads (chosen on
+                                        # development organisms: docs/experiments/2026-12-trigger-nextword.md)
     seed: int = 0
     device: str = "cpu"
     dtype: str = "float32"
@@ -76,18 +77,18 @@ class AuditConfig:
             raise InputError("the methods oracle and oracle_diff need an oracle checkpoint: pass --oracle DIR, "
                              "or leave them out of --methods")
         for name, lo, hi in (("n_prompts", 1, 100_000), ("n_positions", 1, 50), ("reply_tokens", 0, 50), ("top_k", 1, 1000),
-                             ("batch_size", 1, 4096), ("max_new_tokens", 1, 64), ("n_text_answers", 0, 1000),
-                             ("n_detect_prompts", 1, 1000)):
+                             ("batch_size", 1, 4096), ("max_new_tokens", 1, 64), ("n_text_answers", 0, 1000)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
                 raise InputError(f"{name} must be between {lo} and {hi}, got {value}")
         if not 0.0 < float(self.threshold) <= 1.0:
             raise InputError(f"threshold must be in (0, 1], got {self.threshold}")
         self.threshold = float(self.threshold)
-        try:
-            resolve_layer(self.layer, 10**9)  # syntax only; the model's depth is checked when it is loaded
-        except LayerError as e:
-            raise InputError(f"layer {self.layer!r} is not a layer spec ({e})") from None
+        for name in ("layer", "detect_layer"):
+            try:
+                resolve_layer(getattr(self, name), 10**9)  # syntax only; the model's depth is checked when it is loaded
+            except LayerError as e:
+                raise InputError(f"{name} {getattr(self, name)!r} is not a layer spec ({e})") from None
 
     def to_dict(self) -> dict:
         """Plain-JSON dict of the config."""

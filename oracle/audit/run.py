@@ -179,7 +179,7 @@ def run_audit(config: AuditConfig, lm: LoadedModel | None = None) -> dict:
         target_vecs = residuals(lm, prompt_ids, positions, layer, "target", config.batch_size)
         ctx = AuditContext(lm, config, layer, prompts, prompt_ids, positions, target_vecs,
                            text_idx=first_per_group(len(prompts), config.n_text_answers),
-                           detect_idx=first_per_group(len(prompts), config.n_detect_prompts))
+                           detect_layer=resolve_layer(config.detect_layer, lm.n_layers))
         if config.reply_tokens:  # every method's ranking drops the reply's words, so it is read whatever runs
             read_replies(ctx)
         vocab, echoes = word_vocab(lm), echo_words(lm, ctx)
@@ -219,7 +219,7 @@ def run_audit(config: AuditConfig, lm: LoadedModel | None = None) -> dict:
             "oracle": None if card is None else {"path": str(oracle_path), "base_model": card.base_model,
                                                  "source_layers": card.source_layers,
                                                  "injection_layer": card.injection_layer},
-            "layer": layer, "positions": f"last {config.n_positions} tokens of each chat-formatted prompt",
+            "layer": layer, "detect_layer": ctx.detect_layer, "positions": f"last {config.n_positions} tokens of each chat-formatted prompt",
             "threshold": config.threshold,
             "prompts": [{"text": p.text, "source": p.source} for p in prompts],
             "prompt_sources": {s: sum(p.source == s for p in prompts) for s in dict.fromkeys(p.source for p in prompts)},
