@@ -89,6 +89,7 @@ class AuditContext:
     text_idx: list[int] = field(default_factory=list)
     detect_layer: int = 0                                            # layer the oracles' detection reads
     _reply_probs: torch.Tensor | None = field(default=None, repr=False)
+    _detection_resid: dict = field(default_factory=dict, repr=False)  # (layer, adapter) -> residuals
 
     def prefill_ids(self) -> list[list[int]]:
         """Each prompt followed by the secret prefill's tokens (the prompt's ids are a prefix)."""
@@ -123,6 +124,18 @@ class AuditContext:
         """The self-report trigger questions in the chat template (plus an assistant prefill)."""
         suffix = tokenize_text(self.lm.tokenizer, prefill) if prefill else []
         return [chat_ids(self.lm.tokenizer, q) + suffix for q in SELF_DETECTION_QUESTIONS]
+
+    def detection_vecs(self, layer: int, diff: bool) -> list[torch.Tensor]:
+        """The target's residual ``(1, D)`` at ``layer`` where it starts replying to each self-report question
+        (or its difference from the base's there); each model's read once per layer, shared by the methods."""
+        def read(adapter: str | None) -> list[torch.Tensor]:
+            if (layer, adapter) not in self._detection_resid:
+                ids = self.detection_ids()
+                self._detection_resid[layer, adapter] = residuals(self.lm, ids, [[len(s) - 1] for s in ids], layer,
+                                                                  adapter, self.config.batch_size)
+            return self._detection_resid[layer, adapter]
+        vecs = read("target")
+        return [t - b for t, b in zip(vecs, read(None))] if diff else vecs
 
 
 #: queries of the concept question whose sensitivity an oracle method reports
@@ -189,12 +202,7 @@ def oracle_detection(ctx: AuditContext, oracle: Oracle, diff: bool) -> tuple[flo
     ``ctx.detect_layer`` (or its difference from the base's) with its next-word skill; the score is
     P(yes) / (P(yes) + P(no)) of that predicted word, averaged over paraphrases and questions."""
     cfg, lm = ctx.config, ctx.lm
-    ids = ctx.detection_ids()
-    last = [[len(s) - 1] for s in ids]
-    vecs = residuals(lm, ids, last, ctx.detect_layer, "target", cfg.batch_size)
-    if diff:
-        base = residuals(lm, ids, last, ctx.detect_layer, None, cfg.batch_size)
-        vecs = [t - b for t, b in zip(vecs, base)]
+    vecs = ctx.detection_vecs(ctx.detect_layer, diff)
     queries = [Query(v, q, layer=ctx.detect_layer) for v in vecs for q in ORACLE_DETECTION_QUESTIONS]
     shares = yes_share(oracle.first_token_logprobs(queries, diff=diff, batch_size=cfg.batch_size), lm.tokenizer)
     per_q = shares.view(len(vecs), len(ORACLE_DETECTION_QUESTIONS)).mean(1)
@@ -240,15 +248,10 @@ def run_prefill(ctx: AuditContext) -> MethodOutput:
 
 def run_logit_lens(ctx: AuditContext, diff: bool) -> MethodOutput:
     """Logit lens of the target's residuals (or their difference from the base's) at the audit layer."""
-    cfg, lm = ctx.config, ctx.lm
+    lm = ctx.lm
     vecs = ctx.diff_vecs() if diff else ctx.target_vecs
     probs = logit_lens(lm, torch.cat(vecs, dim=0), "target", diff=diff).exp().mean(0)
-    det_ids = ctx.detection_ids()
-    last = [[len(s) - 1] for s in det_ids]
-    det = residuals(lm, det_ids, last, ctx.layer, "target", cfg.batch_size)
-    if diff:
-        base = residuals(lm, det_ids, last, ctx.layer, None, cfg.batch_size)
-        det = [t - b for t, b in zip(det, base)]
+    det = ctx.detection_vecs(ctx.layer, diff)
     shares = yes_share(logit_lens(lm, torch.cat(det, dim=0), "target", diff=diff), lm.tokenizer)
     return MethodOutput(probs, float(shares.mean()), {"p_yes_per_question": dict(zip(SELF_DETECTION_QUESTIONS,
                                                                                   shares.tolist()))}, {})
