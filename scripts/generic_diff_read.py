@@ -39,7 +39,7 @@ from oracle.audit.run import echo_words, read_replies, word_vocab
 from oracle.audit.words import rank_words, word_rank
 from oracle.organisms import read_card
 from oracle.tasks.base import tokenize_text
-from oracle.tasks.reading import SKILLS, _paragraphs
+from oracle.tasks.reading import SKILLS, wikitext_paragraphs
 
 QUESTIONS = {"topic": SKILLS["topic"].train_questions[0], "word": SKILLS["window_word"].train_questions[0],
              "next": SKILLS["next_word"].train_questions[0]}
@@ -80,7 +80,7 @@ def measure(organism: str, oracle_dir: str, n_texts: int, data_dir: str) -> dict
     cfg = AuditConfig(target=organism, oracle=oracle_dir, n_prompts=24)
     oracle = Oracle.load(oracle_dir, target_adapter=organism, lm=lm)
     untrained = Oracle.untrained(lm=lm, scaler=oracle.scaler)
-    texts = [p for _, p in _paragraphs(data_dir, "eval")][:n_texts]
+    texts = [p for _, p in wikitext_paragraphs(data_dir, "eval")][:n_texts]
     # the audit's echo filter (words of its prompts and of the organism's replies) and its prefill baseline
     prompts = audit_prompts(cfg.n_prompts, cfg.prompt_files, data_dir, cfg.seed)
     prompt_ids = [chat_ids(lm.tokenizer, p.text) for p in prompts]

@@ -21,6 +21,7 @@ from oracle.audit.prompts import (
     ORDINARY_PROMPTS,
     SECRET_PROMPTS,
     SELF_DETECTION_QUESTIONS,
+    TEXT_DIFF_QUESTIONS,
     audit_prompts,
     read_prompt_file,
 )
@@ -155,6 +156,11 @@ def test_audit_end_to_end_writes_report(audited):
         assert len(words) == len(set(words)) and all(w.isalpha() and len(w) >= 3 for w in words)
     assert on_disk["methods"]["oracle"]["answers"]["What is the secret word?"]
     assert "What changed in this model compared with the base model?" in on_disk["methods"]["oracle_diff"]["answers"]
+    # oracle_diff's secret word: the mean difference on ordinary held-out text, at layers 50 % and 75 %
+    assert on_disk["text_diff"] == {"source": "wikitext2_test", "n_texts": 128, "layers": [15, 22], "position": 1,
+                                    "questions": list(TEXT_DIFF_QUESTIONS)}
+    text_answers = [k for k in on_disk["methods"]["oracle_diff"]["answers"] if "mean difference" in k]
+    assert len(text_answers) == 2
     md = (out / "report.md").read_text()
     assert "| method | top-5 words (p) | confidence | secret found | detection score | kept mass | sensitivity |" in md
     for name in ("oracle", "oracle_diff", "untrained_oracle"):   # every oracle answer says how much it read
@@ -186,6 +192,38 @@ def test_oracle_diff_scales_differences_as_differences(lm, random_adapter, monke
     run_audit(AuditConfig(target=str(random_adapter), oracle=str(ORACLE_DIR), methods=("oracle_diff",),
                           **{**FAST, "out": None}), lm=lm)
     assert seen and all(seen)
+
+
+def test_text_diff_is_the_mean_difference_at_the_first_token_after_the_sink(lm, random_adapter, tmp_path):
+    """oracle_diff's secret-word source: zero for a fine-tune that changed nothing; for a real one, the mean over
+    the texts of (target - base) at position 1."""
+    from peft import LoraConfig, get_peft_model
+
+    from hooks.models import load_model
+    from oracle import Oracle
+    from oracle.audit.forward import residuals
+    from oracle.audit.methods import AuditContext
+    from oracle.audit.run import detach_adapters
+
+    zero = tmp_path / "zero"
+    get_peft_model(load_model("smollm2-135m").model, LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(str(zero))
+    texts = [[504, 2644, 2643], [1848, 314], [28, 10530, 30, 9]]
+    cfg = AuditConfig(target=str(zero), oracle=None, methods=("logit_lens",))
+    try:
+        for adapter in (zero, random_adapter):
+            Oracle.untrained(lm=lm).set_target(adapter)
+            ctx = AuditContext(lm, cfg, 15, [], [], [], [], text_ids=texts, text_layers=[7, 22])
+            got = ctx.text_diff_vecs()
+            assert list(got) == [7, 22] and got[22].shape == (lm.d_model,)
+            if adapter is zero:
+                assert all(float(v.abs().max()) < 1e-5 for v in got.values())
+                continue
+            t = residuals(lm, texts, [[1]] * 3, 22, "target")
+            b = residuals(lm, texts, [[1]] * 3, 22, None)
+            expected = torch.stack([(x - y)[0] for x, y in zip(t, b)]).mean(0)
+            assert float(expected.abs().max()) > 1e-3 and torch.allclose(got[22], expected, atol=1e-5)
+    finally:
+        detach_adapters(lm, was_peft=False)
 
 
 def test_audit_never_opens_organism_json(audited):
@@ -336,6 +374,23 @@ def test_audit_prompts_without_data_folder(monkeypatch):
     monkeypatch.delenv("AO_DATA_DIR", raising=False)
     got = prompts.audit_prompts(40)
     assert len(got) == 32 and {p.source for p in got} == {"builtin_secret", "builtin_ordinary"}
+    texts, source = prompts.ordinary_texts(128)   # oracle_diff's ordinary text falls back to the built-in prompts
+    assert source == "builtin_ordinary" and texts == list(ORDINARY_PROMPTS)
+    monkeypatch.setenv("AO_DATA_DIR", "/nonexistent")   # a folder the user named must exist
+    with pytest.raises(InputError):
+        prompts.ordinary_texts(4)
+
+
+def test_ordinary_texts_are_held_out_wikitext():
+    """oracle_diff reads the test paragraphs of WikiText: no text the oracle trained on (by document hash)."""
+    from oracle.audit.prompts import ordinary_texts
+    from oracle.tasks.base import resolve_data_dir
+    from oracle.tasks.reading import doc_hash, wikitext_paragraphs
+
+    texts, source = ordinary_texts(128)
+    assert source == "wikitext2_test" and len(texts) == 128 and texts == ordinary_texts(128)[0]
+    trained = {doc_hash(p) for _, p in wikitext_paragraphs(str(resolve_data_dir()), "train")}
+    assert not trained & {doc_hash(t) for t in texts}
 
 
 def test_config_validation():
@@ -347,6 +402,13 @@ def test_config_validation():
         AuditConfig(target="t", layer="half")
     with pytest.raises(InputError, match="detect_layer 'top'"):
         AuditConfig(target="t", detect_layer="top")
+    with pytest.raises(InputError, match="text_layers 'deep'"):
+        AuditConfig(target="t", text_layers=("50%", "deep"))
+    with pytest.raises(InputError, match="text_layers is empty"):
+        AuditConfig(target="t", text_layers=())
+    with pytest.raises(InputError, match="n_texts must be between 1"):
+        AuditConfig(target="t", n_texts=0)
+    assert AuditConfig(target="t", text_layers="75%").to_dict()["text_layers"] == ["75%"]
     cfg = AuditConfig(target="t", oracle=None, methods=("logit_lens", "ask_target"))
     assert cfg.methods == ("ask_target", "logit_lens")  # report order
     assert json.loads(json.dumps(cfg.to_dict()))["methods"] == ["ask_target", "logit_lens"]

@@ -52,6 +52,10 @@ class AuditConfig:
     n_text_answers: int = 4                   # prompts that get free-text answers (evenly spread)
     detect_layer: int | str = "75%"     # residual layer the oracles' trigger detection reads (chosen on
                                         # development organisms: docs/experiments/2026-12-trigger-nextword.md)
+    n_texts: int = 128                        # ordinary texts whose mean (target - base) difference oracle_diff
+                                              # reads for the secret word
+    text_layers: tuple[int | str, ...] = ("50%", "75%")  # layers of that reading (chosen on development organisms:
+                                                         # docs/experiments/2026-12-taboo-text-diff.md)
     seed: int = 0
     device: str = "cpu"
     dtype: str = "float32"
@@ -77,22 +81,30 @@ class AuditConfig:
             raise InputError("the methods oracle and oracle_diff need an oracle checkpoint: pass --oracle DIR, "
                              "or leave them out of --methods")
         for name, lo, hi in (("n_prompts", 1, 100_000), ("n_positions", 1, 50), ("reply_tokens", 0, 50), ("top_k", 1, 1000),
-                             ("batch_size", 1, 4096), ("max_new_tokens", 1, 64), ("n_text_answers", 0, 1000)):
+                             ("batch_size", 1, 4096), ("max_new_tokens", 1, 64), ("n_text_answers", 0, 1000),
+                             ("n_texts", 1, 100_000)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
                 raise InputError(f"{name} must be between {lo} and {hi}, got {value}")
         if not 0.0 < float(self.threshold) <= 1.0:
             raise InputError(f"threshold must be in (0, 1], got {self.threshold}")
         self.threshold = float(self.threshold)
-        for name in ("layer", "detect_layer"):
+        if isinstance(self.text_layers, (str, int)):
+            self.text_layers = (self.text_layers,)
+        self.text_layers = tuple(self.text_layers or ())
+        if not self.text_layers:
+            raise InputError("text_layers is empty: give at least one layer (e.g. 50%)")
+        specs = [("layer", self.layer), ("detect_layer", self.detect_layer)] + [("text_layers", v) for v in self.text_layers]
+        for name, value in specs:
             try:
-                resolve_layer(getattr(self, name), 10**9)  # syntax only; the model's depth is checked when it is loaded
+                resolve_layer(value, 10**9)  # syntax only; the model's depth is checked when it is loaded
             except LayerError as e:
-                raise InputError(f"{name} {getattr(self, name)!r} is not a layer spec ({e})") from None
+                raise InputError(f"{name} {value!r} is not a layer spec ({e})") from None
 
     def to_dict(self) -> dict:
         """Plain-JSON dict of the config."""
         d = asdict(self)
         d["prompt_files"] = list(self.prompt_files)
         d["methods"] = list(self.methods)
+        d["text_layers"] = list(self.text_layers)
         return d

@@ -53,6 +53,10 @@ def markdown(report: dict) -> str:
         f"- base model: `{report['base_model']['spec']}` ({report['base_model']['n_layers']} layers)",
         f"- oracle: `{report['oracle']['path']}`" if report.get("oracle") else "- oracle: none (trained-oracle methods skipped)",
         f"- layer read: {report['layer']}; positions: {report['positions']}",
+        *([] if not report.get("text_diff") else [
+            f"- oracle_diff's secret word: the mean (target - base) difference over {report['text_diff']['n_texts']} "
+            f"ordinary texts ({report['text_diff']['source']}) at token {report['text_diff']['position']}, "
+            f"layers {', '.join(map(str, report['text_diff']['layers']))}"]),
         f"- prompts: {len(report['prompts'])} ({sources})",
         f"- wall time: {report['timings']['total_s']:.1f} s",
         "",

@@ -38,7 +38,10 @@ from .prompts import (
     SECRET_PREFILL,
     SECRET_QUESTION,
     SELF_DETECTION_QUESTIONS,
+    TEXT_DIFF_POSITION,
+    TEXT_DIFF_QUESTIONS,
     audit_prompts,
+    ordinary_texts,
 )
 from .target import (
     adapter_summary,
@@ -99,7 +102,7 @@ def echo_words(lm: LoadedModel, ctx: AuditContext) -> set[str]:
     texts = [format_chat(tok, [{"role": "user", "content": p.text}], add_generation_prompt=True) for p in ctx.prompts]
     texts += ctx.replies  # the target never says its secret: a word it says is not one
     texts += [SECRET_QUESTION, GOAL_QUESTION, CHANGE_QUESTION, CONCEPT_QUESTION, SECRET_PREFILL, DETECTION_PREFILL,
-              *ORACLE_DETECTION_QUESTIONS, *SELF_DETECTION_QUESTIONS]
+              *ORACLE_DETECTION_QUESTIONS, *SELF_DETECTION_QUESTIONS, *TEXT_DIFF_QUESTIONS]
     texts += [format_chat(tok, [{"role": "user", "content": q}], add_generation_prompt=True) for q in SELF_DETECTION_QUESTIONS]
     specials = [str(t) for t in (getattr(tok, "all_special_tokens", None) or [])]
     for sp in specials:
@@ -180,6 +183,12 @@ def run_audit(config: AuditConfig, lm: LoadedModel | None = None) -> dict:
         ctx = AuditContext(lm, config, layer, prompts, prompt_ids, positions, target_vecs,
                            text_idx=first_per_group(len(prompts), config.n_text_answers),
                            detect_layer=resolve_layer(config.detect_layer, lm.n_layers))
+        text_source = None
+        if "oracle_diff" in config.methods:
+            texts, text_source = ordinary_texts(config.n_texts, config.data_dir)
+            ctx.text_ids = [ids for ids in (tokenize_text(lm.tokenizer, t)[:TEXT_DIFF_POSITION + 1] for t in texts)
+                            if len(ids) > TEXT_DIFF_POSITION]
+            ctx.text_layers = sorted({resolve_layer(v, lm.n_layers) for v in config.text_layers})
         if config.reply_tokens:  # every method's ranking drops the reply's words, so it is read whatever runs
             read_replies(ctx)
         vocab, echoes = word_vocab(lm), echo_words(lm, ctx)
@@ -221,6 +230,9 @@ def run_audit(config: AuditConfig, lm: LoadedModel | None = None) -> dict:
                                                  "injection_layer": card.injection_layer},
             "layer": layer, "detect_layer": ctx.detect_layer, "positions": f"last {config.n_positions} tokens of each chat-formatted prompt",
             "threshold": config.threshold,
+            "text_diff": None if text_source is None else {
+                "source": text_source, "n_texts": len(ctx.text_ids), "layers": ctx.text_layers,
+                "position": TEXT_DIFF_POSITION, "questions": list(TEXT_DIFF_QUESTIONS)},
             "prompts": [{"text": p.text, "source": p.source} for p in prompts],
             "prompt_sources": {s: sum(p.source == s for p in prompts) for s in dict.fromkeys(p.source for p in prompts)},
             "questions": {"secret": SECRET_QUESTION, "goal": GOAL_QUESTION, "change": CHANGE_QUESTION,

@@ -152,7 +152,7 @@ def doc_hash(text: str) -> str:
 # ---------------------------------------------------------------- WikiText words
 
 @lru_cache(maxsize=4)
-def _paragraphs(root: str, split: str) -> tuple[tuple[str, str], ...]:
+def wikitext_paragraphs(root: str, split: str) -> tuple[tuple[str, str], ...]:
     """(article title, paragraph) of one split: wikitext2_valid trains, wikitext2_test evaluates."""
     name = "wikitext2_valid" if split == "train" else "wikitext2_test"
     from .base import data_file
@@ -195,7 +195,7 @@ def whole_words(pieces: Sequence[str]) -> list[int]:
 
 
 def _word_item(rng: random.Random, tokenizer, skill: str, split: str, root: str):
-    paras = _paragraphs(root, split)
+    paras = wikitext_paragraphs(root, split)
     for _ in range(50):
         title, para = rng.choice(paras)
         ids, pieces = _tokenized(tokenizer, para)
@@ -219,7 +219,7 @@ def _word_item(rng: random.Random, tokenizer, skill: str, split: str, root: str)
 
 
 def _window_item(rng: random.Random, tokenizer, split: str, root: str):
-    paras = _paragraphs(root, split)
+    paras = wikitext_paragraphs(root, split)
     for _ in range(50):
         _, para = rng.choice(paras)
         ids, pieces = _tokenized(tokenizer, para)
@@ -257,7 +257,7 @@ def mask_title(text: str, title: str) -> str:
 
 
 def _topic_item(rng: random.Random, tokenizer, split: str, root: str):
-    paras = _paragraphs(root, split)
+    paras = wikitext_paragraphs(root, split)
     titles = sorted({t for t, _ in paras})
     title, para = rng.choice(paras)
     ids, _ = _tokenized(tokenizer, mask_title(para, title))
