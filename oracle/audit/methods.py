@@ -202,9 +202,12 @@ def run_oracle(ctx: AuditContext, oracle: Oracle, diff: bool) -> MethodOutput:
     detection, per_q = oracle_detection(ctx, oracle, diff)
     questions = [SECRET_QUESTION, GOAL_QUESTION] + ([CHANGE_QUESTION] if diff else [])
     answers: dict = {}
-    if diff:
+    # the concept answer's dependence on the vectors, on an even sample of the queries (controls cost a pass each)
+    sample = queries[:: max(1, len(queries) // SENSITIVITY_SAMPLE)][:SENSITIVITY_SAMPLE]
+    sample_sens = oracle.sensitivity(sample, diff=diff)
+    if diff:  # the text-difference queries are few: the sample is all of them, their sensitivities already read
         got = oracle.ask_batch(queries, diff=True, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
-        sens = oracle.sensitivity(queries, diff=True)
+        sens = sample_sens if len(sample) == len(queries) else oracle.sensitivity(queries, diff=True)
         for q in TEXT_DIFF_QUESTIONS:
             answers[q + " (reading the mean difference on ordinary text)"] = [
                 {"prompt": f"layer {query.layer}", "answer": a, "sensitivity": round(s, 4)}
@@ -224,9 +227,7 @@ def run_oracle(ctx: AuditContext, oracle: Oracle, diff: bool) -> MethodOutput:
         for j, q in enumerate(questions):
             answers[q] = [{"prompt": ctx.prompts[i].text, "answer": a, "sensitivity": round(s, 4)}
                           for i, a, s in zip(ctx.text_idx, got[j * k:(j + 1) * k], sens[j * k:(j + 1) * k])]
-    # the concept answer's dependence on the vectors, on an even sample of the queries (controls cost a pass each)
-    sample = queries[:: max(1, len(queries) // SENSITIVITY_SAMPLE)][:SENSITIVITY_SAMPLE]
-    concept_sens = sum(oracle.sensitivity(sample, diff=diff)) / max(1, len(sample))
+    concept_sens = sum(sample_sens) / max(1, len(sample))
     return MethodOutput(probs, detection, {"p_yes_per_question": per_q, "layer": ctx.detect_layer}, answers,
                         sensitivity=concept_sens)
 
