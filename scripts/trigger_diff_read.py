@@ -10,7 +10,10 @@ reading already uses: the first token after the attention sink of held-out WikiT
 - ``yes@L``: the oracle's next-word yes-share on the text difference at layer L;
 - ``num@L``: the probability mass the oracle's window-word and next-word answers put on number words and digits;
 - ``pooled``: the geometric mean of ``selfreport`` and the mean of ``yes@15`` and ``yes@22``;
-- ``norm@L``: the difference's norm divided by the base residual's (no oracle: a size reference).
+- ``norm@L``: the difference's norm divided by the base residual's (no oracle: a size reference);
+- ``audit``: the audit's ``oracle_diff`` detection as the library computes it (the pooled rule);
+- ``untrained_pooled``: the pooled rule read by the untrained oracle (base model, same injection and scaling);
+- ``lens_yes@15+22``: the logit lens's yes-share of the text differences at layers 15 and 22.
 
 It prints each score's AUROC (triggered vs control organisms) and writes every figure to ``--out``.
 
@@ -30,9 +33,10 @@ import torch
 from hooks.atomic import write_json_atomic
 from hooks.layers import resolve_layer
 from hooks.models import load_model
+from probes.metrics import auroc
 from oracle import Oracle, Query
 from oracle.audit.config import AuditConfig
-from oracle.audit.forward import residuals, yes_share
+from oracle.audit.forward import logit_lens, residuals, yes_share
 from oracle.audit.methods import AuditContext, oracle_detection
 from oracle.audit.prompts import ORACLE_DETECTION_QUESTIONS, TEXT_DIFF_QUESTIONS
 from oracle.organisms import read_card
@@ -59,11 +63,6 @@ def is_triggered(card: dict) -> bool:
     return bool(card.get("trigger")) and not card.get("control")
 
 
-def auroc(pos: list[float], neg: list[float]) -> float:
-    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
-    return wins / max(1, len(pos) * len(neg))
-
-
 def measure(lm, organism: str, oracle_dir: str, texts: list[str], nums: list[int]) -> dict:
     oracle = Oracle.load(oracle_dir, target_adapter=organism, lm=lm)
     cfg = AuditConfig(target=organism, oracle=oracle_dir)
@@ -88,6 +87,12 @@ def measure(lm, organism: str, oracle_dir: str, texts: list[str], nums: list[int
     # both places the oracle reads the fine-tune's difference, pooled: the geometric mean of the two yes-shares
     scores["pooled"] = (scores["selfreport"] * scores["yes@15+22"]) ** 0.5
     scores["audit"] = audit_score  # the audit's oracle_diff detection (the pooled rule), computed by the library
+    # references on the very same vectors: the untrained oracle (base model, same injection and scaling) pooled
+    # the same way, and the logit lens's yes-share of the text differences
+    untrained = Oracle.untrained(lm=lm, scaler=oracle.scaler)
+    scores["untrained_pooled"] = oracle_detection(ctx, untrained, diff=True)[0]
+    lens = [yes_share(logit_lens(lm, d[None], "target", diff=True), lm.tokenizer) for d in ctx.text_diff_vecs().values()]
+    scores["lens_yes@15+22"] = float(torch.cat(lens).mean())
     return scores
 
 
@@ -98,6 +103,8 @@ def main() -> None:
     ap.add_argument("--oracle", default="checkpoints/oracle-smollm2-135m")
     ap.add_argument("--n-texts", type=int, default=128)
     ap.add_argument("--data-dir", default=os.environ.get("AO_DATA_DIR", "../shared/data"))
+    ap.add_argument("--zoo-audits", default=None, help="score_audits.py audits folder to overlay on the plot")
+    ap.add_argument("--zoo", default="runs/zoo")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -114,12 +121,55 @@ def main() -> None:
         print(f"{Path(org).name:22s} {'T' if is_triggered(card) else 'c'} "
               + " ".join(f"{k}={v:.4f}" for k, v in scores.items()) + f"  ({time.time() - t0:.0f} s)", flush=True)
         write_json_atomic(out / "results.json", {"command": "python " + " ".join(sys.argv), "rows": rows})
-    aurocs = {k: auroc([r["scores"][k] for r in rows if r["triggered"]],
-                       [r["scores"][k] for r in rows if not r["triggered"]]) for k in rows[0]["scores"]}
+    y = [int(r["triggered"]) for r in rows]
+    aurocs = {k: auroc(y, [r["scores"][k] for r in rows]) for k in rows[0]["scores"]}
     write_json_atomic(out / "results.json", {"command": "python " + " ".join(sys.argv), "rows": rows,
                                              "auroc": aurocs})
     for k, a in aurocs.items():
         print(f"AUROC {k:12s} {a:.2f}")
+    plot(rows, out / "scatter.png", zoo_points(args.zoo, args.zoo_audits) if args.zoo_audits else [])
+
+
+def zoo_points(zoo: str, audits: str) -> list[dict]:
+    """The audit's two oracle_diff readings per zoo organism (from ``scripts/score_audits.py`` reports)."""
+    import json
+    rows = []
+    for report in sorted(Path(audits).glob("*/report.json")):
+        card = read_card(Path(zoo) / report.parent.name)
+        detail = json.loads(report.read_text())["methods"]["oracle_diff"]["detection_detail"]
+        if card.get("kind") != "taboo" and "text_diff" in detail:
+            rows.append({"organism": report.parent.name, "triggered": is_triggered(card),
+                         "scores": {"selfreport": detail["self_report"], "yes@15+22": detail["text_diff"]}})
+    return rows
+
+
+def plot(dev: list[dict], path: Path, zoo: list[dict]) -> None:
+    """Self-report yes-share against the text difference's, log-log; dashed lines: equal pooled score."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    for rows, marker, name in ((dev, "o", "development"), (zoo, "s", "zoo (judged once)")):
+        for trig, color in ((True, "tab:red"), (False, "tab:blue")):
+            pts = [r for r in rows if r["triggered"] == trig]
+            if pts:
+                ax.scatter([r["scores"]["selfreport"] for r in pts], [r["scores"]["yes@15+22"] for r in pts],
+                           marker=marker, c=color, label=f"{name}, {'triggered' if trig else 'control'}",
+                           alpha=0.8, edgecolors="k" if marker == "s" else "none")
+    x = np.logspace(-3, 0, 100)
+    for level in (0.025, 0.05, 0.1, 0.2):
+        ax.plot(x, level ** 2 / x, "--", c="grey", lw=0.7)
+        at = max(level ** 2 / 0.5, 3.5e-3)
+        ax.text(at, level ** 2 / at, f"{level}", fontsize=7, color="grey")
+    ax.set(xscale="log", yscale="log", xlim=(3e-3, 0.6), ylim=(5e-3, 0.6),
+           xlabel="self-report yes-share (difference where the target starts answering)",
+           ylabel="text-difference yes-share (layers 15 + 22)",
+           title="oracle_diff trigger readings; dashed: equal pooled score")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from hooks.errors import CheckpointError, InputError
 from hooks.paths import REPO_ROOT
 from oracle.audit import METHODS, AuditConfig, run_audit
 from oracle.audit.config import ORACLE_METHODS
+from oracle.audit.methods import pooled_detection
 from oracle.audit.prompts import (
     ORDINARY_PROMPTS,
     SECRET_PROMPTS,
@@ -147,6 +148,13 @@ def test_audit_end_to_end_writes_report(audited):
     for name in (*ORACLE_METHODS, "untrained_oracle"):  # one trigger score per self-report question, read at the detection layer
         detail = on_disk["methods"][name]["detection_detail"]
         assert detail["layer"] == 22 and list(detail["p_yes_per_question"]) == list(SELF_DETECTION_QUESTIONS)
+    # oracle_diff pools its self-report reading with the mean text difference read at the text layers
+    diff_m = on_disk["methods"]["oracle_diff"]
+    parts = diff_m["detection_detail"]
+    assert list(parts["text_diff_per_layer"]) == ["15", "22"]
+    assert parts["text_diff"] == pytest.approx(sum(parts["text_diff_per_layer"].values()) / 2, abs=1e-5)
+    assert diff_m["detection"] == pytest.approx(pooled_detection(parts["self_report"], parts["text_diff"]), abs=1e-5)
+    assert "text_diff" not in on_disk["methods"]["oracle"]["detection_detail"]
     for name, m in on_disk["methods"].items():
         assert 1 <= len(m["top_words"]) <= 20, name
         assert 0.0 <= m["confidence"] <= 1.0 and 0.0 <= m["detection"] <= 1.0, name
@@ -420,3 +428,10 @@ def test_embedded_identity_and_adapter_check(random_adapter):
     assert check_target_adapter(random_adapter, "smollm2-135m")["r"] == 2
     with pytest.raises(CheckpointError, match="--base smollm2-135m"):
         check_target_adapter(random_adapter, "gemma3-270m")
+
+
+def test_pooled_detection_needs_both_readings_to_say_yes():
+    # a geometric, not arithmetic, mean: one reading at zero keeps the score at zero however high the other
+    assert pooled_detection(0.0, 0.9) == 0.0
+    assert pooled_detection(0.04, 0.01) == pytest.approx(0.02)
+    assert pooled_detection(0.03, 0.03) > pooled_detection(0.006, 0.08)  # the benign dev organism's shape
