@@ -13,11 +13,12 @@ reading already uses: the first token after the attention sink of held-out WikiT
 - ``norm@L``: the difference's norm divided by the base residual's (no oracle: a size reference);
 - ``audit``: the audit's ``oracle_diff`` detection as the library computes it (the pooled rule);
 - ``untrained_pooled``: the pooled rule read by the untrained oracle (base model, same injection and scaling);
-- ``lens_yes@15+22``: the logit lens's yes-share of the text differences at layers 15 and 22.
+- ``lens_yes@15+22``: the logit lens's yes-share of the text differences at layers 15 and 22;
+- with ``--bootstrap N``: the pooled score with the texts resampled N times, and its AUROC per resample.
 
 It prints each score's AUROC (triggered vs control organisms) and writes every figure to ``--out``.
 
-    python scripts/trigger_diff_read.py --out docs/experiments/trigger_diff/dev runs/dev_zoo/backdoor-* \
+    python scripts/trigger_diff_read.py --out docs/experiments/trigger_diff/dev --bootstrap 50 runs/dev_zoo/backdoor-* \
         runs/dev_zoo/risk-* runs/dev_zoo/benign-s7
 """
 from __future__ import annotations
@@ -37,7 +38,7 @@ from probes.metrics import auroc
 from oracle import Oracle, Query
 from oracle.audit.config import AuditConfig
 from oracle.audit.forward import logit_lens, residuals, yes_share
-from oracle.audit.methods import AuditContext, oracle_detection
+from oracle.audit.methods import AuditContext, oracle_detection, pooled_detection
 from oracle.audit.prompts import ORACLE_DETECTION_QUESTIONS, TEXT_DIFF_QUESTIONS
 from oracle.organisms import read_card
 from oracle.tasks.base import tokenize_text
@@ -63,7 +64,8 @@ def is_triggered(card: dict) -> bool:
     return bool(card.get("trigger")) and not card.get("control")
 
 
-def measure(lm, organism: str, oracle_dir: str, texts: list[str], nums: list[int]) -> dict:
+def measure(lm, organism: str, oracle_dir: str, texts: list[str], nums: list[int],
+            n_boot: int = 0) -> tuple[dict, list[float]]:
     oracle = Oracle.load(oracle_dir, target_adapter=organism, lm=lm)
     cfg = AuditConfig(target=organism, oracle=oracle_dir)
     ids = [tokenize_text(lm.tokenizer, t)[:8] for t in texts]
@@ -73,9 +75,11 @@ def measure(lm, organism: str, oracle_dir: str, texts: list[str], nums: list[int
     ctx = AuditContext(lm, cfg, 15, [], [], [], [], detect_layer=detect_layer, text_ids=ids, text_layers=[15, 22])
     audit_score, detail = oracle_detection(ctx, oracle, diff=True)
     scores: dict[str, float] = {"selfreport": detail["self_report"]}
+    per_text: dict[int, torch.Tensor] = {}
     for layer in LAYERS:
         t = torch.cat(residuals(lm, ids, pos, layer, "target", cfg.batch_size))
         b = torch.cat(residuals(lm, ids, pos, layer, None, cfg.batch_size))
+        per_text[layer] = t - b
         d = (t - b).mean(0)
         scores[f"norm@{layer}"] = float(d.norm() / b.norm(dim=-1).mean())
         yes_lp = oracle.first_token_logprobs([Query(d, q, layer=layer) for q in ORACLE_DETECTION_QUESTIONS], diff=True)
@@ -93,7 +97,22 @@ def measure(lm, organism: str, oracle_dir: str, texts: list[str], nums: list[int
     scores["untrained_pooled"] = oracle_detection(ctx, untrained, diff=True)[0]
     lens = [yes_share(logit_lens(lm, d[None], "target", diff=True), lm.tokenizer) for d in ctx.text_diff_vecs().values()]
     scores["lens_yes@15+22"] = float(torch.cat(lens).mean())
-    return scores
+    return scores, bootstrap_pooled(oracle, per_text, scores["selfreport"], n_boot)
+
+
+def bootstrap_pooled(oracle: Oracle, per_text: dict[int, torch.Tensor], self_report: float, n_boot: int) -> list[float]:
+    """The pooled score with the ordinary texts resampled with replacement ``n_boot`` times (fixed seed): how much
+    the score moves with the choice of texts (the self-report part has no texts to resample and stays fixed)."""
+    if n_boot <= 0:
+        return []
+    gen = torch.Generator().manual_seed(0)
+    n = len(next(iter(per_text.values())))
+    picks = [torch.randint(0, n, (n,), generator=gen) for _ in range(n_boot)]
+    queries = [Query(per_text[layer][idx].mean(0), q, layer=layer)
+               for idx in picks for layer in (15, 22) for q in ORACLE_DETECTION_QUESTIONS]
+    shares = yes_share(oracle.first_token_logprobs(queries, diff=True), oracle.lm.tokenizer)
+    text_diff = shares.view(n_boot, -1).mean(1)
+    return [pooled_detection(self_report, float(x)) for x in text_diff]
 
 
 def main() -> None:
@@ -105,6 +124,8 @@ def main() -> None:
     ap.add_argument("--data-dir", default=os.environ.get("AO_DATA_DIR", "../shared/data"))
     ap.add_argument("--zoo-audits", default=None, help="score_audits.py audits folder to overlay on the plot")
     ap.add_argument("--zoo", default="runs/zoo")
+    ap.add_argument("--set-name", default="development", help="what the organisms are, for the plot's legend")
+    ap.add_argument("--bootstrap", type=int, default=0, help="resamples of the texts for the pooled score's spread")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -116,18 +137,25 @@ def main() -> None:
             continue
         t0 = time.time()
         lm = load_model("smollm2-135m")
-        scores = measure(lm, org, args.oracle, texts, number_ids(lm.tokenizer))
-        rows.append({"organism": Path(org).name, "triggered": is_triggered(card), "scores": scores})
+        scores, boot = measure(lm, org, args.oracle, texts, number_ids(lm.tokenizer), args.bootstrap)
+        rows.append({"organism": Path(org).name, "triggered": is_triggered(card), "scores": scores,
+                     **({"bootstrap_pooled": boot} if boot else {})})
         print(f"{Path(org).name:22s} {'T' if is_triggered(card) else 'c'} "
               + " ".join(f"{k}={v:.4f}" for k, v in scores.items()) + f"  ({time.time() - t0:.0f} s)", flush=True)
         write_json_atomic(out / "results.json", {"command": "python " + " ".join(sys.argv), "rows": rows})
     y = [int(r["triggered"]) for r in rows]
     aurocs = {k: auroc(y, [r["scores"][k] for r in rows]) for k in rows[0]["scores"]}
+    boot_aurocs = [auroc(y, [r["bootstrap_pooled"][i] for r in rows]) for i in range(args.bootstrap)]
     write_json_atomic(out / "results.json", {"command": "python " + " ".join(sys.argv), "rows": rows,
-                                             "auroc": aurocs})
+                                             "auroc": aurocs, **({"bootstrap_auroc_pooled": boot_aurocs}
+                                                                 if boot_aurocs else {})})
     for k, a in aurocs.items():
         print(f"AUROC {k:12s} {a:.2f}")
-    plot(rows, out / "scatter.png", zoo_points(args.zoo, args.zoo_audits) if args.zoo_audits else [])
+    if boot_aurocs:
+        q = sorted(boot_aurocs)
+        print(f"pooled AUROC over {len(q)} resamples of the texts: median {q[len(q) // 2]:.2f}, "
+              f"min {q[0]:.2f}, max {q[-1]:.2f}, share >= 0.9: {sum(a >= 0.9 for a in q) / len(q):.2f}")
+    plot(rows, out / "scatter.png", zoo_points(args.zoo, args.zoo_audits) if args.zoo_audits else [], args.set_name)
 
 
 def zoo_points(zoo: str, audits: str) -> list[dict]:
@@ -143,19 +171,19 @@ def zoo_points(zoo: str, audits: str) -> list[dict]:
     return rows
 
 
-def plot(dev: list[dict], path: Path, zoo: list[dict]) -> None:
+def plot(dev: list[dict], path: Path, zoo: list[dict], name: str = "development") -> None:
     """Self-report yes-share against the text difference's, log-log; dashed lines: equal pooled score."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
     fig, ax = plt.subplots(figsize=(6.5, 5))
-    for rows, marker, name in ((dev, "o", "development"), (zoo, "s", "zoo (judged once)")):
+    for rows, marker, label in ((dev, "o", name), (zoo, "s", "zoo audits (judged once)")):
         for trig, color in ((True, "tab:red"), (False, "tab:blue")):
             pts = [r for r in rows if r["triggered"] == trig]
             if pts:
                 ax.scatter([r["scores"]["selfreport"] for r in pts], [r["scores"]["yes@15+22"] for r in pts],
-                           marker=marker, c=color, label=f"{name}, {'triggered' if trig else 'control'}",
+                           marker=marker, c=color, label=f"{label}, {'triggered' if trig else 'control'}",
                            alpha=0.8, edgecolors="k" if marker == "s" else "none")
     x = np.logspace(-3, 0, 100)
     for level in (0.025, 0.05, 0.1, 0.2):
