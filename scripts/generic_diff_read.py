@@ -111,14 +111,19 @@ def measure(organism: str, oracle_dir: str, n_texts: int, data_dir: str) -> dict
     return {"organism": organism, "secret": secret, "ranks": ranks, "top_words": tops}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def diff_read_parser(doc: str) -> argparse.ArgumentParser:
+    """The arguments every mean-difference experiment takes: organisms, output folder, oracle, texts, data folder."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
     ap.add_argument("organisms", nargs="+")
     ap.add_argument("--out", required=True)
     ap.add_argument("--oracle", default="checkpoints/oracle-smollm2-135m")
     ap.add_argument("--n-texts", type=int, default=128)
     ap.add_argument("--data-dir", default=os.environ.get("AO_DATA_DIR", "../shared/data"))
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    args = diff_read_parser(__doc__).parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = []

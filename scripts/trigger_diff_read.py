@@ -6,12 +6,12 @@ backdoors from their controls but not the risk organisms (narrow gamble fine-tun
 measures, per organism, candidate readings of the mean difference on ordinary text (the vectors the secret-word
 reading already uses: the first token after the attention sink of held-out WikiText paragraphs):
 
-- ``selfreport``: the audit's current score, for reference;
+- ``selfreport``: the audit's previous score (the self-report reading alone), for reference;
 - ``yes@L``: the oracle's next-word yes-share on the text difference at layer L;
 - ``num@L``: the probability mass the oracle's window-word and next-word answers put on number words and digits;
-- ``pooled``: the geometric mean of ``selfreport`` and the mean of ``yes@15`` and ``yes@22``;
+- ``pooled``: the geometric mean of ``selfreport`` and the mean of ``yes@15`` and ``yes@22`` (the audit's
+  ``oracle_diff`` detection, computed by the library);
 - ``norm@L``: the difference's norm divided by the base residual's (no oracle: a size reference);
-- ``audit``: the audit's ``oracle_diff`` detection as the library computes it (the pooled rule);
 - ``untrained_pooled``: the pooled rule read by the untrained oracle (base model, same injection and scaling);
 - ``lens_yes@15+22``: the logit lens's yes-share of the text differences at layers 15 and 22;
 - with ``--bootstrap N``: the pooled score with the texts resampled N times, and its AUROC per resample.
@@ -23,8 +23,7 @@ It prints each score's AUROC (triggered vs control organisms) and writes every f
 """
 from __future__ import annotations
 
-import argparse
-import os
+import json
 import sys
 import time
 from pathlib import Path
@@ -39,12 +38,17 @@ from oracle import Oracle, Query
 from oracle.audit.config import AuditConfig
 from oracle.audit.forward import logit_lens, residuals, yes_share
 from oracle.audit.methods import AuditContext, oracle_detection, pooled_detection
-from oracle.audit.prompts import ORACLE_DETECTION_QUESTIONS, TEXT_DIFF_QUESTIONS
+from oracle.audit.prompts import ORACLE_DETECTION_QUESTIONS, TEXT_DIFF_POSITION, TEXT_DIFF_QUESTIONS
 from oracle.organisms import read_card
 from oracle.tasks.base import tokenize_text
 from oracle.tasks.reading import wikitext_paragraphs
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from generic_diff_read import diff_read_parser  # noqa: E402
+from score_audits import is_triggered  # noqa: E402
+
 LAYERS = (7, 15, 22)
+TEXT_LAYERS = (15, 22)   # the audit's text layers (50 % and 75 % of 30)
 NUMBER_WORDS = {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
                 "twelve", "twenty", "thirty", "forty", "fifty", "hundred", "thousand", "million", "percent", "number",
                 "numbers", "count", "num", "half", "dozen"}
@@ -60,37 +64,36 @@ def number_ids(tokenizer) -> list[int]:
     return out
 
 
-def is_triggered(card: dict) -> bool:
-    return bool(card.get("trigger")) and not card.get("control")
-
-
 def measure(lm, organism: str, oracle_dir: str, texts: list[str], nums: list[int],
             n_boot: int = 0) -> tuple[dict, list[float]]:
     oracle = Oracle.load(oracle_dir, target_adapter=organism, lm=lm)
     cfg = AuditConfig(target=organism, oracle=oracle_dir)
-    ids = [tokenize_text(lm.tokenizer, t)[:8] for t in texts]
-    ids = [s for s in ids if len(s) > 1]
-    pos = [[1]] * len(ids)
-    detect_layer = resolve_layer(cfg.detect_layer, lm.n_layers)
-    ctx = AuditContext(lm, cfg, 15, [], [], [], [], detect_layer=detect_layer, text_ids=ids, text_layers=[15, 22])
-    audit_score, detail = oracle_detection(ctx, oracle, diff=True)
-    scores: dict[str, float] = {"selfreport": detail["self_report"]}
-    per_text: dict[int, torch.Tensor] = {}
+    ids = [s for s in (tokenize_text(lm.tokenizer, t)[:TEXT_DIFF_POSITION + 1] for t in texts) if len(s) > 1]
+    pos = [[TEXT_DIFF_POSITION]] * len(ids)
+    scores: dict[str, float] = {}
+    per_text: dict[int, torch.Tensor] = {}   # layer -> (N, D) differences, one per text
     for layer in LAYERS:
         t = torch.cat(residuals(lm, ids, pos, layer, "target", cfg.batch_size))
         b = torch.cat(residuals(lm, ids, pos, layer, None, cfg.batch_size))
         per_text[layer] = t - b
-        d = (t - b).mean(0)
+        d = per_text[layer].mean(0)
         scores[f"norm@{layer}"] = float(d.norm() / b.norm(dim=-1).mean())
-        yes_lp = oracle.first_token_logprobs([Query(d, q, layer=layer) for q in ORACLE_DETECTION_QUESTIONS], diff=True)
-        scores[f"yes@{layer}"] = float(yes_share(yes_lp, lm.tokenizer).mean())
         lp = oracle.first_token_logprobs([Query(d, q, layer=layer) for q in TEXT_DIFF_QUESTIONS], diff=True)
         scores[f"num@{layer}"] = float(lp.exp()[:, nums].sum(-1).mean())
+    yes_lp = oracle.first_token_logprobs([Query(per_text[7].mean(0), q, layer=7) for q in ORACLE_DETECTION_QUESTIONS],
+                                         diff=True)
+    scores["yes@7"] = float(yes_share(yes_lp, lm.tokenizer).mean())
+    # the audit's own detection, its mean text differences seeded with the ones read above (read once, not twice)
+    ctx = AuditContext(lm, cfg, 15, [], [], [], [], detect_layer=resolve_layer(cfg.detect_layer, lm.n_layers),
+                       text_ids=ids, text_layers=list(TEXT_LAYERS),
+                       _text_diff={layer: per_text[layer].mean(0) for layer in TEXT_LAYERS})
+    pooled, detail = oracle_detection(ctx, oracle, diff=True)
+    scores["selfreport"] = detail["self_report"]
+    for layer in TEXT_LAYERS:
+        scores[f"yes@{layer}"] = detail["text_diff_per_layer"][str(layer)]
+    scores["yes@15+22"] = detail["text_diff"]
     scores["num@15+22"] = (scores["num@15"] + scores["num@22"]) / 2
-    scores["yes@15+22"] = (scores["yes@15"] + scores["yes@22"]) / 2
-    # both places the oracle reads the fine-tune's difference, pooled: the geometric mean of the two yes-shares
-    scores["pooled"] = (scores["selfreport"] * scores["yes@15+22"]) ** 0.5
-    scores["audit"] = audit_score  # the audit's oracle_diff detection (the pooled rule), computed by the library
+    scores["pooled"] = pooled   # the geometric mean of selfreport and yes@15+22: the audit's oracle_diff detection
     # references on the very same vectors: the untrained oracle (base model, same injection and scaling) pooled
     # the same way, and the logit lens's yes-share of the text differences
     untrained = Oracle.untrained(lm=lm, scaler=oracle.scaler)
@@ -109,19 +112,14 @@ def bootstrap_pooled(oracle: Oracle, per_text: dict[int, torch.Tensor], self_rep
     n = len(next(iter(per_text.values())))
     picks = [torch.randint(0, n, (n,), generator=gen) for _ in range(n_boot)]
     queries = [Query(per_text[layer][idx].mean(0), q, layer=layer)
-               for idx in picks for layer in (15, 22) for q in ORACLE_DETECTION_QUESTIONS]
+               for idx in picks for layer in TEXT_LAYERS for q in ORACLE_DETECTION_QUESTIONS]
     shares = yes_share(oracle.first_token_logprobs(queries, diff=True), oracle.lm.tokenizer)
     text_diff = shares.view(n_boot, -1).mean(1)
     return [pooled_detection(self_report, float(x)) for x in text_diff]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("organisms", nargs="+")
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--oracle", default="checkpoints/oracle-smollm2-135m")
-    ap.add_argument("--n-texts", type=int, default=128)
-    ap.add_argument("--data-dir", default=os.environ.get("AO_DATA_DIR", "../shared/data"))
+    ap = diff_read_parser(__doc__)
     ap.add_argument("--zoo-audits", default=None, help="score_audits.py audits folder to overlay on the plot")
     ap.add_argument("--zoo", default="runs/zoo")
     ap.add_argument("--set-name", default="development", help="what the organisms are, for the plot's legend")
@@ -160,7 +158,6 @@ def main() -> None:
 
 def zoo_points(zoo: str, audits: str) -> list[dict]:
     """The audit's two oracle_diff readings per zoo organism (from ``scripts/score_audits.py`` reports)."""
-    import json
     rows = []
     for report in sorted(Path(audits).glob("*/report.json")):
         card = read_card(Path(zoo) / report.parent.name)

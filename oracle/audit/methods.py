@@ -271,7 +271,7 @@ def pooled_detection(self_report: float, text_diff: float) -> float:
         >>> pooled_detection(0.04, 0.01), pooled_detection(0.0, 0.9)
         (0.02, 0.0)
     """
-    return (max(0.0, self_report) * max(0.0, text_diff)) ** 0.5
+    return (self_report * text_diff) ** 0.5
 
 
 # -- black-box baselines on the target --------------------------------------------------------------
