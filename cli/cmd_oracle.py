@@ -14,6 +14,7 @@ from oracle.api import Query
 from oracle.calibrate import CalibrationConfig
 from oracle.confidence import check_threshold
 from oracle.suite import SuiteConfig
+from oracle.unseen import UnseenConfig
 from oracle.train import TrainConfig
 
 
@@ -70,12 +71,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--data-dir", default=None)
     e.add_argument("--no-card", action="store_true", help="do not write the figures into oracle.json")
     e.add_argument("--device", default="cpu")
-    e.add_argument("--suite", choices=("skills",), default=None,
-                   help="skills: the reading-skills suite instead (untrained vs trained vs probes on unseen texts)")
+    e.add_argument("--suite", choices=("skills", "unseen"), default=None,
+                   help="skills: the reading-skills suite instead (untrained vs trained vs probes on unseen texts); "
+                        "unseen: questions never taught about concepts never trained on (yes/no, choice, open; "
+                        "with probes and the text baseline)")
+    e.add_argument("--sets", default=None, help="with --suite unseen: sets to run, comma-separated (default: all six)")
     e.add_argument("--skills", default=None, help="suite rows to run, comma-separated (default: every skill)")
-    e.add_argument("--suite-n", type=int, default=SuiteConfig.n, help="unseen items per suite row (default: %(default)s)")
-    e.add_argument("--probe-n", type=int, default=SuiteConfig.probe_n,
-                   help="most labels a suite probe gets (default: %(default)s)")
+    e.add_argument("--suite-n", type=int, default=None,
+                   help=f"unseen items per suite row or set (default: {SuiteConfig.n} for skills, {UnseenConfig.n} for unseen)")
+    e.add_argument("--probe-n", type=int, default=None,
+                   help=f"most labels a suite probe gets (default: {SuiteConfig.probe_n} for skills, {UnseenConfig.probe_n} "
+                        "for unseen)")
     e.add_argument("--confidence", action="store_true",
                    help="with --suite: also judge calibration and abstention on the suite's items (needs the "
                         "oracle's calibration.json; slower: two control passes per oracle)")
@@ -140,9 +146,13 @@ def _ask(args: argparse.Namespace) -> int:
     pos = parse_positions(args.positions)
     check_threshold("--min-confidence", args.min_confidence)
     check_threshold("--min-sensitivity", args.min_sensitivity)
-    if (args.abstain or args.details) and (args.yes_prob or args.untrained):
-        raise InputError("--abstain and --details work with a trained oracle's answers and --choices, not with "
-                         "--yes-prob or --untrained")
+    if (args.abstain or args.details) and args.untrained or args.abstain and args.yes_prob:
+        raise InputError("--abstain works with a trained oracle's answers and --choices, --details with those and "
+                         "--yes-prob; neither with --untrained")
+    if args.yes_prob:
+        from oracle.yes_no import check_yes_no_question
+
+        check_yes_no_question(args.question)
     from hooks.models import load_model
 
     from oracle.api import Oracle
@@ -153,6 +163,12 @@ def _ask(args: argparse.Namespace) -> int:
     else:
         oracle = Oracle.load(args.oracle, target_adapter=args.target_adapter, device=args.device, dtype=args.dtype,
                              overrides=overrides_from_args(args))
+    if args.yes_prob and args.details:
+        yn = oracle.yes_probability(args.text, args.question, layer=args.layer, positions=pos, diff=args.diff,
+                                    details=True)
+        print(f"P(Yes) = {yn.p_yes:.3f} (with control vectors {yn.p_yes_control:.3f}; log-odds against them "
+              f"{yn.against_control:+.2f}; sensitivity {yn.sensitivity:.3f})")
+        return 0
     if args.abstain or args.details:
         return _ask_judged(oracle, args, pos, cands)
     if args.choices is not None:
@@ -220,7 +236,9 @@ def _suite(args: argparse.Namespace) -> int:
     from oracle.suite import run_suite, write_suite_report
 
     skills = [s.strip() for s in args.skills.split(",") if s.strip()] if args.skills else None
-    cfg = SuiteConfig(n=args.suite_n, probe_n=args.probe_n, skills=skills, data_dir=args.data_dir)
+    cfg = SuiteConfig(n=SuiteConfig.n if args.suite_n is None else args.suite_n,
+                      probe_n=SuiteConfig.probe_n if args.probe_n is None else args.probe_n, skills=skills,
+                      data_dir=args.data_dir)
     oracle = Oracle.load(args.oracle, device=args.device)
     results = run_suite(oracle, cfg, progress=True)
     md, png = write_suite_report(results, Path(args.out) if args.out else Path(args.oracle) / "eval",
@@ -236,7 +254,31 @@ def _suite(args: argparse.Namespace) -> int:
     return 0
 
 
+def _unseen(args: argparse.Namespace) -> int:
+    from oracle.api import Oracle
+    from oracle.card import update_evaluation
+    from oracle.unseen import run_unseen, write_unseen_report
+
+    sets = [s.strip() for s in args.sets.split(",") if s.strip()] if args.sets else None
+    cfg = UnseenConfig(n=UnseenConfig.n if args.suite_n is None else args.suite_n,
+                       probe_n=UnseenConfig.probe_n if args.probe_n is None else args.probe_n, sets=sets,
+                       data_dir=args.data_dir)
+    oracle = Oracle.load(args.oracle, device=args.device)
+    results = run_unseen(oracle, cfg, progress=True)
+    md, png = write_unseen_report(results, Path(args.out) if args.out else Path(args.oracle) / "eval",
+                                  command=args.command_line)
+    if not args.no_card:
+        update_evaluation(Path(args.oracle), {"unseen_questions": {"command": args.command_line, **results}})
+    print(md.read_text())
+    print(f"wrote {md} and {png}")
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
+    if args.sets and args.suite != "unseen":
+        raise InputError("--sets picks unseen sets: add --suite unseen (or drop --sets)")
+    if args.suite == "unseen":
+        return _unseen(args)
     if args.suite:
         return _suite(args)
 

@@ -23,6 +23,7 @@ from .confidence import (N_CONTROLS, Answer, Calibration, choice_scores_and_sens
 from .published import CardOverrides, load_card, resolve_card
 from .scaling import InputScaler
 from .tasks.base import source_layers
+from .yes_no import YesNo, check_yes_no_question, yes_no_scores, yes_share
 
 log = logging.getLogger(__name__)
 
@@ -41,17 +42,6 @@ class Query:
     question: str
     layer: Optional[Union[int, str]] = None
     positions: Positions = "last"
-
-
-def yes_no_token_ids(tokenizer) -> tuple[int, int]:
-    """The first token of "Yes" and of "No": where ``yes_probability`` reads the answer.
-
-    Example:
-        >>> from hooks.testing import ByteTokenizer
-        >>> yes_no_token_ids(ByteTokenizer()) == (ord("Y") + 3, ord("N") + 3)
-        True
-    """
-    return tuple(tokenizer.encode(w, add_special_tokens=False)[0] for w in ("Yes", "No"))  # type: ignore[return-value]
 
 
 class Oracle:
@@ -302,27 +292,30 @@ class Oracle:
             return open_logprobs_and_sensitivity(self, queries, diff=diff, n_controls=n_controls)[1]
         return choice_scores_and_sensitivity(self, queries, candidates, diff=diff, n_controls=n_controls)[2]
 
-    @torch.no_grad()
     def yes_probability_batch(self, queries: Sequence[Query], diff: bool = False, batch_size: int = 32) -> list[float]:
-        """P(Yes) / (P(Yes) + P(No)) of the oracle's first answer token for each query."""
-        yes_id, no_id = yes_no_token_ids(self.lm.tokenizer)
-        probs: list[float] = []
-        for s in range(0, len(queries), batch_size):
-            logits = self._logits(self._batch(list(queries[s:s + batch_size]), diff))[:, -1]
-            two = torch.stack([logits[:, yes_id], logits[:, no_id]], dim=-1).softmax(-1)[:, 0]
-            probs += two.tolist()
-        return probs
+        """P(yes) / (P(yes) + P(no)) of the oracle's first answer token for each query, each side summed over
+        its spellings (:func:`oracle.yes_no.yes_share`)."""
+        for q in queries:
+            check_yes_no_question(q.question)
+        return yes_share(self.first_token_logprobs(queries, diff=diff, batch_size=batch_size), self.lm.tokenizer).tolist()
 
     def yes_probability(self, source: Union[str, torch.Tensor], question: str, layer: Optional[Union[int, str]] = None,
-                        positions: Positions = "last", diff: bool = False) -> float:
-        """P(Yes) of a yes/no question, from the Yes and No token probabilities.
+                        positions: Positions = "last", diff: bool = False,
+                        details: bool = False) -> Union[float, YesNo]:
+        """P(yes) of a yes/no question; ``details=True`` returns a :class:`oracle.yes_no.YesNo` that also holds
+        P(yes) with control vectors (the question's own prior), the log-odds against it and the sensitivity.
 
         Example:
             >>> oracle.yes_probability("I loved this film.", "Is the sentiment positive?")   # doctest: +SKIP
             0.93
+            >>> oracle.yes_probability("Beijing cuts rates.", "Is this about China?", positions="all",
+            ...                        details=True)                                          # doctest: +SKIP
+            YesNo(p_yes=0.61, p_yes_control=0.22, against_control=1.7, sensitivity=0.09)
         """
-        return self.yes_probability_batch([Query(source, question, layer, positions)], diff=diff)[0]
-
+        q = Query(source, question, layer, positions)
+        if details:
+            return yes_no_scores(self, [q], diff=diff)[0]
+        return self.yes_probability_batch([q], diff=diff)[0]
 
     @torch.no_grad()
     def first_token_logprobs(self, queries: Sequence[Query], diff: bool = False, batch_size: int = 32) -> torch.Tensor:

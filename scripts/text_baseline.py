@@ -24,10 +24,10 @@ sys.path.insert(0, str(REPO))
 
 from hooks.capture import pad_batch, position_ids_from_mask  # noqa: E402
 from hooks.models import load_model  # noqa: E402
-from oracle.api import yes_no_token_ids  # noqa: E402
 from oracle.evaluate import p_yes_scores, scores_by_asked  # noqa: E402
 from oracle.prompt import render_user_turn  # noqa: E402
 from oracle.tasks.base import tokenize_text  # noqa: E402
+from oracle.yes_no import yes_share  # noqa: E402
 from oracle.tasks.classification import (TRAIN_GROUPS, build_classification, build_heldout_classification,  # noqa: E402
                                          heldout_dataset_names)
 
@@ -35,7 +35,6 @@ from oracle.tasks.classification import (TRAIN_GROUPS, build_classification, bui
 def text_p_yes(lm, examples, batch_size: int = 16) -> list[float]:
     """The base model's P(Yes) for each example's question asked about its text, in the prompt."""
     tok = lm.tokenizer
-    yes_id, no_id = yes_no_token_ids(tok)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     seqs = [tokenize_text(tok, render_user_turn(tok, f"{e.meta['text']}\n\n{e.question}")) for e in examples]
     out: list[float] = []
@@ -44,7 +43,7 @@ def text_p_yes(lm, examples, batch_size: int = 16) -> list[float]:
             tokens_BL, mask_BL = pad_batch(seqs[s:s + batch_size], pad, side="left", device=lm.device)
             logits_BV = lm.model(input_ids=tokens_BL, attention_mask=mask_BL,
                                  position_ids=position_ids_from_mask(mask_BL), use_cache=False).logits[:, -1].float()
-            out += torch.stack([logits_BV[:, yes_id], logits_BV[:, no_id]], -1).softmax(-1)[:, 0].tolist()
+            out += yes_share(logits_BV.log_softmax(-1), tok).tolist()
     return out
 
 

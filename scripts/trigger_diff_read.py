@@ -36,7 +36,8 @@ from hooks.models import load_model
 from probes.metrics import auroc
 from oracle import Oracle, Query
 from oracle.audit.config import AuditConfig
-from oracle.audit.forward import logit_lens, residuals, yes_share
+from oracle.audit.forward import logit_lens, residuals  # noqa: E402
+from oracle.yes_no import yes_share  # noqa: E402
 from oracle.audit.methods import AuditContext, oracle_detection, pooled_detection
 from oracle.audit.prompts import ORACLE_DETECTION_QUESTIONS, TEXT_DIFF_POSITION, TEXT_DIFF_QUESTIONS
 from oracle.organisms import read_card

@@ -16,7 +16,8 @@ import torch
 from hooks.layers import resolve_layer
 from hooks.models import load_model
 from oracle import Oracle, Query
-from oracle.audit.forward import chat_ids, residuals, logit_lens, yes_share
+from oracle.audit.forward import chat_ids, residuals, logit_lens  # noqa: E402
+from oracle.yes_no import yes_share  # noqa: E402
 from oracle.audit.prompts import SELF_DETECTION_QUESTIONS
 from oracle.audit.run import detach_adapters
 from oracle.tasks.base import tokenize_text

@@ -28,7 +28,8 @@ import torch
 from hooks.atomic import atomic_write_text, save_figure, write_json_atomic
 from hooks.models import load_model
 from oracle import Oracle, Query
-from oracle.audit.forward import chat_ids, logit_lens, residuals, yes_share
+from oracle.audit.forward import chat_ids, logit_lens, residuals  # noqa: E402
+from oracle.yes_no import yes_share  # noqa: E402
 from oracle.audit.prompts import ORACLE_DETECTION_QUESTIONS, SELF_DETECTION_QUESTIONS
 from oracle.audit.run import detach_adapters
 from oracle.organisms import read_card

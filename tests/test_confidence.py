@@ -107,7 +107,8 @@ def test_thresholds_outside_0_1_are_refused():
 
 @pytest.mark.parametrize("argv, message", [
     (["ask", "--text", "hi", "--question", "q", "--abstain", "--min-confidence", "1.5"], "--min-confidence 1.5 is outside"),
-    (["ask", "--text", "hi", "--question", "q", "--details", "--yes-prob"], "not with --yes-prob"),
+    (["ask", "--text", "hi", "--question", "q", "--abstain", "--yes-prob"], "--abstain works with"),
+    (["ask", "--text", "hi", "--question", "What is it?", "--yes-prob"], "is not a yes/no question"),
     (["calibrate", "--target-precision", "2"], "--target-precision 2.0 is outside"),
     (["calibrate", "--oracle", "checkpoints/organisms/benign"], "has no oracle.json"),
 ])

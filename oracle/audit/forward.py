@@ -17,8 +17,6 @@ from hooks.models import LoadedModel, active_adapter
 from ..batching import target_vectors
 from ..tasks.base import format_chat, tokenize_text
 
-YES_WORDS = ("Yes", " Yes", "yes", " yes", "YES", " YES")
-NO_WORDS = ("No", " No", "no", " no", "NO", " NO")
 
 
 def chat_ids(tokenizer, user: str, prefill: str = "") -> list[int]:
@@ -184,30 +182,3 @@ def logit_lens(lm: LoadedModel, vecs_ND: torch.Tensor, adapter: str | None, diff
                 h = norm(v.to(dtype))
             out.append(head(h.to(dtype)).float().log_softmax(-1).cpu())
     return torch.cat(out, dim=0)
-
-
-def token_ids(tokenizer, words: Sequence[str]) -> list[int]:
-    """Ids of the words that are a single token (the others are skipped)."""
-    ids = []
-    for w in words:
-        t = tokenizer.encode(w, add_special_tokens=False)
-        if len(t) == 1 and t[0] not in ids:
-            ids.append(int(t[0]))
-    return ids
-
-
-def yes_share(logprobs_NV: torch.Tensor, tokenizer) -> torch.Tensor:
-    """P(yes) / (P(yes) + P(no)) per row, each side summed over its spellings ("Yes", " yes", ...).
-
-    Example:
-        >>> from hooks.testing import ByteTokenizer
-        >>> lp = torch.full((1, 256), -30.0); lp[0, ord("Y") + 3] = 0.0
-        >>> yes_share(lp, ByteTokenizer()).tolist()      # "Y" is not the whole word: no single token
-        [0.5]
-    """
-    yes, no = token_ids(tokenizer, YES_WORDS), token_ids(tokenizer, NO_WORDS)
-    if not yes or not no:
-        return torch.full((logprobs_NV.shape[0],), 0.5)
-    p = logprobs_NV.float().exp()
-    py, pn = p[:, yes].sum(-1), p[:, no].sum(-1)
-    return py / (py + pn).clamp_min(1e-30)

@@ -24,6 +24,7 @@ from hooks.models import LoadedModel
 
 from ..api import Oracle, Query
 from ..tasks.base import tokenize_text
+from ..yes_no import yes_share
 from .config import AuditConfig
 from .forward import (
     chat_ids,
@@ -32,7 +33,6 @@ from .forward import (
     mean_next_token_probs,
     next_token_logprobs,
     residuals,
-    yes_share,
 )
 from .prompts import (
     CHANGE_QUESTION,

@@ -20,7 +20,7 @@ from hooks.paths import data_dir as _data_dir
 
 log = logging.getLogger(__name__)
 
-FAMILIES = ("context_prediction", "classification", "latentqa", "topic", "reading")
+FAMILIES = ("context_prediction", "classification", "latentqa", "topic", "reading", "verify")
 
 
 class TaskBuilder(Protocol):
@@ -49,7 +49,7 @@ class OracleExample:
         (1, 'Yes')
     """
 
-    family: str                 # "context_prediction" | "classification" | "latentqa" | "topic" | "reading"
+    family: str                 # one of FAMILIES
     context_ids: list[int]      # target-model input token ids (chat-formatted where the source is a chat)
     positions: list[int]        # indices into context_ids whose activations are injected (K = 1..50)
     layer: int                  # source layer (0-based block index) to read activations from

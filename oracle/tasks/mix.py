@@ -20,6 +20,7 @@ from .context_prediction import build_context_prediction
 from .latentqa import build_latentqa
 from .reading import build_reading
 from .topics import build_topics
+from .verify import build_verify
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ BUILDERS: dict[str, TaskBuilder] = {
     "latentqa": build_latentqa,
     "topic": build_topics,
     "reading": build_reading,
+    "verify": build_verify,
 }
 
 __all__ = ["BUILDERS", "DEFAULT_WEIGHTS", "build_training_mix", "summarize", "save_examples", "load_examples"]

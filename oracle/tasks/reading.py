@@ -37,6 +37,7 @@ from .base import (MAX_POSITIONS, OracleExample, PathLike, allocate, balanced_la
 from .classification import labelled_texts
 from .latentqa import latentqa_items, short_instruction
 from .topics import content_words, wikitext_sections
+from .unseen_sets import names_unseen_concept
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +200,7 @@ def _word_item(rng: random.Random, tokenizer, skill: str, split: str, root: str)
     for _ in range(50):
         title, para = rng.choice(paras)
         ids, pieces = _tokenized(tokenizer, para)
-        words = set(whole_words(pieces))
+        words = {i for i in whole_words(pieces) if not names_unseen_concept(pieces[i])}   # never taught
         if skill == "word_at":
             cands = [p for p in words]
             answer_at = 0
@@ -228,7 +229,8 @@ def _window_item(rng: random.Random, tokenizer, split: str, root: str):
         k = rng.randint(8, 32)
         positions = list(range(max(start, end - k + 1), end + 1))
         inside = sorted({pieces[i].strip() for i in whole_words(pieces)
-                         if positions[0] <= i <= end and content_words(pieces[i])})
+                         if positions[0] <= i <= end and content_words(pieces[i])
+                         and not names_unseen_concept(pieces[i])})
         if not inside:
             continue
         present = content_words(para)
@@ -258,8 +260,10 @@ def mask_title(text: str, title: str) -> str:
 
 def _topic_item(rng: random.Random, tokenizer, split: str, root: str):
     paras = wikitext_paragraphs(root, split)
-    titles = sorted({t for t, _ in paras})
+    titles = sorted({t for t, _ in paras if not names_unseen_concept(t)})
     title, para = rng.choice(paras)
+    while names_unseen_concept(title):   # the unseen sets' concepts are never taught
+        title, para = rng.choice(paras)
     ids, _ = _tokenized(tokenizer, mask_title(para, title))
     start = rng.randrange(0, max(1, len(ids) - TOPIC_WINDOW + 1))
     ids = ids[start:start + TOPIC_WINDOW]
@@ -300,14 +304,14 @@ def _instruction_item(rng: random.Random, tokenizer, skill: str, split: str, roo
     for _ in range(200):
         item = rng.choice(pool)
         ids, spans = tokenize_chat(tokenizer, item.chat(), add_generation_prompt=True)
-        if len(ids) > 96 or spans[-1] is None:
+        if len(ids) > 96 or spans[-1] is None or names_unseen_concept(item.instruction):
             continue
         s, e = spans[-1]
         positions = list(range(max(s, e - MAX_POSITIONS), e))
         short = short_instruction(item.instruction)
         if skill == "instruction_word":
             return ids[:e], positions, re.sub(r"\W", "", short.split()[0]), None, item.label, {}
-        other = rng.choice([o for o in pool if o.label != item.label])
+        other = rng.choice([o for o in pool if o.label != item.label and not names_unseen_concept(o.instruction)])
         return ids[:e], positions, short, short_instruction(other.instruction), item.label, {}
     raise InputError("no LatentQA dialog within 96 tokens: restore latentqa/ in shared/data")
 

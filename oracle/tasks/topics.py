@@ -29,6 +29,7 @@ from .base import (MAX_POSITIONS, NO, YES, OracleExample, PathLike, balanced_boo
                    check_share, check_split, data_file, decode, make_rng, resolve_data_dir)
 from .classification import YES_NO_PREFIX
 from .context_prediction import text_window, detok_wikitext, text_documents
+from .unseen_sets import names_unseen_concept
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +93,13 @@ def _article_sampler(root: str, split: str):
 
     def sample(rng: random.Random, want_yes: bool, negated: bool, tokenizer, max_tokens: int):
         title, heading, para = rng.choice(paras)
+        while names_unseen_concept(title + " " + heading):   # the unseen sets' concepts are never taught
+            title, heading, para = rng.choice(paras)
         use_heading = bool(heading) and "<unk>" not in heading and len(headings) > 1 and rng.random() < 0.3
         true = heading if use_heading else title
         pool = headings if use_heading else titles
-        concept = true if want_yes != negated else rng.choice([c for c in pool if c != true])
+        concept = true if want_yes != negated else rng.choice([c for c in pool if c != true
+                                                               and not names_unseen_concept(c)])
         concept = concept.lower() if use_heading else concept
         q = rng.choice(ABOUT_NEGATED if negated else ABOUT_QUESTIONS).format(concept)
         ids = text_window(rng, tokenizer, para, max_tokens)
@@ -108,13 +112,14 @@ def _mention_sampler(root: str, split: str):
     for source in ("wikitext2", "tinyshakespeare"):
         name, texts = text_documents(source, split, root)
         docs += [(name, t) for t in texts]
-    vocab = sorted(set().union(*(content_words(t) for _, t in docs)))
+    vocab = sorted(w for w in set().union(*(content_words(t) for _, t in docs)) if not names_unseen_concept(w))
 
     def sample(rng: random.Random, want_yes: bool, negated: bool, tokenizer, max_tokens: int):
         for _ in range(20):
             name, doc = rng.choice(docs)
             ids = text_window(rng, tokenizer, doc, max_tokens)
-            present = content_words(decode(tokenizer, ids).replace("<unk>", " "))
+            present = {w for w in content_words(decode(tokenizer, ids).replace("<unk>", " "))
+                       if not names_unseen_concept(w)}
             if present:
                 break
         else:

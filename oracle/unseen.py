@@ -1,0 +1,306 @@
+"""The unseen-questions suite (``ao eval --suite unseen``): questions the oracle was never taught, about
+concepts no part of the training mix reads (:mod:`oracle.tasks.unseen_sets`), each asked three ways.
+
+Per set (``n`` label-balanced items, layer ``L``, the text's first or last 48 token vectors):
+
+* **yes/no** naming the concept ("Is the person named at the end of this text a singer?"): the log-odds of
+  yes against the control vectors (:func:`oracle.yes_no.yes_no_scores`), AUROC over the items;
+* **choice** among the set's family of answers (five occupations, four news topics): each candidate's summed
+  log-probability against the control vectors (:func:`oracle.confidence.debiased_choice`), AUROC of the
+  concept's softmax share;
+* **open** one-word question: the log-probability of the concept's first token (any spelling), AUROC.
+
+Beside them, on the same items: the untrained oracle (same card and scaling, no adapter); logistic probes on
+the mean of the same vectors with 8, 64 and all labels of the set's probe half (texts split by hash); and the
+text baseline, the base model asked the same three questions with the plain text in its prompt, which shows
+which questions the base model cannot answer even from the words.
+
+Example:
+    >>> res = run_unseen(Oracle.load("checkpoints/oracle-smollm2-135m"), UnseenConfig(n=20))   # doctest: +SKIP
+    >>> res["sets"]["singer"]["trained"]["yes_no"]                                             # doctest: +SKIP
+    0.71
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from hooks.atomic import atomic_write_text, save_figure
+from hooks.capture import pad_batch, position_ids_from_mask
+from hooks.errors import InputError
+from hooks.progress import progress_bar
+
+from .api import Oracle, Query
+from .confidence import choice_scores_and_sensitivity, debiased_choice
+from .prompt import render_user_turn
+from .tasks.base import tokenize_text
+from .tasks.unseen_sets import UnseenSet, check_unseen_names, unseen_items
+from .yes_no import token_ids, yes_no_scores, yes_share
+
+log = logging.getLogger(__name__)
+
+READ_TOKENS = 48               # token vectors injected per item (the oracle's longest training read is 50)
+PROBE_SIZES = (8, 64)
+FORMS = ("yes_no", "choice", "open")
+
+
+@dataclass
+class UnseenConfig:
+    """One run of the unseen-questions suite (saved beside its report).
+
+    Example:
+        >>> UnseenConfig(n=10, sets=["singer"]).n
+        10
+    """
+
+    n: int = 80                           # items per set, half of them positive
+    probe_n: int = 256                    # most labels a probe gets (the set's probe half)
+    sets: Optional[list] = None           # default: every unseen set
+    layer: Optional[int] = None           # default: the oracle's middle source layer
+    seed: int = 0
+    data_dir: Optional[str] = None
+    text_baseline: bool = True
+
+    def __post_init__(self) -> None:
+        if self.n < 4 or self.probe_n < 8:
+            raise InputError("the unseen suite needs --suite-n >= 4 items per set and --probe-n >= 8 labels")
+        check_unseen_names(self.sets)
+
+
+def concept_first_tokens(tokenizer, word: str) -> list[int]:
+    """The first token of each spelling of ``word`` ("singer", " Singer", ...): what an open answer starts with.
+
+    Example:
+        >>> from hooks.testing import ByteTokenizer
+        >>> len(concept_first_tokens(ByteTokenizer(), "ab"))      # 'a', 'A', ' ' (the spaced spellings)
+        3
+    """
+    ids: list[int] = []
+    for w in (word, word.capitalize(), " " + word, " " + word.capitalize()):
+        t = tokenizer.encode(w, add_special_tokens=False)
+        if t and t[0] not in ids:
+            ids.append(int(t[0]))
+    return ids
+
+
+def _read_positions(spec: UnseenSet) -> slice:
+    return slice(0, READ_TOKENS) if spec.read == "first" else slice(-READ_TOKENS, None)
+
+
+def item_vectors(oracle: Oracle, spec: UnseenSet, texts: Sequence[str], layer: int) -> list[torch.Tensor]:
+    """The injected vectors of each text: its first or last :data:`READ_TOKENS` token vectors at ``layer``."""
+    return oracle.activations(list(texts), layer, [_read_positions(spec)] * len(texts))
+
+
+def _auroc(labels: Sequence[int], scores: Sequence[float]) -> float:
+    from probes.metrics import auroc
+
+    return round(float(auroc(list(labels), list(scores))), 4)
+
+
+def oracle_scores(oracle: Oracle, spec: UnseenSet, vecs: Sequence[torch.Tensor], layer: int) -> dict[str, list[float]]:
+    """Per item, the three forms' scores (higher: the concept holds) and the yes/no sensitivity."""
+    def queries(question: str) -> list[Query]:
+        return [Query(v, question, layer) for v in vecs]
+
+    yn = yes_no_scores(oracle, queries(spec.yes_no))
+    raw, prior, _ = choice_scores_and_sensitivity(oracle, queries(spec.choice), [list(spec.candidates)] * len(vecs))
+    choice = [float(torch.tensor(debiased_choice(r, p)).softmax(-1)[0]) for r, p in zip(raw, prior)]
+    first = concept_first_tokens(oracle.lm.tokenizer, spec.concept)
+    open_lp = oracle.first_token_logprobs(queries(spec.open))[:, first].logsumexp(-1).tolist()
+    return {"yes_no": [y.against_control for y in yn], "choice": choice, "open": open_lp,
+            "sensitivity": [y.sensitivity for y in yn]}
+
+
+@torch.no_grad()
+def text_baseline_scores(lm, spec: UnseenSet, texts: Sequence[str], batch_size: int = 8) -> dict[str, list[float]]:
+    """The base model (no adapter) asked the same three questions with the plain text in its prompt."""
+    from hooks.models import active_adapter
+
+    tok = lm.tokenizer
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+    def prompts(question: str) -> list[list[int]]:
+        return [tokenize_text(tok, render_user_turn(tok, f"{t}\n\n{question}")) for t in texts]
+
+    def next_logprobs(seqs: list[list[int]]) -> torch.Tensor:
+        rows = []
+        for s in range(0, len(seqs), batch_size):
+            tokens_BL, mask_BL = pad_batch(seqs[s:s + batch_size], pad, side="left", device=lm.device)
+            logits = lm.model(input_ids=tokens_BL, attention_mask=mask_BL, position_ids=position_ids_from_mask(mask_BL),
+                              use_cache=False, logits_to_keep=1).logits[:, -1].float()
+            rows.append(logits.log_softmax(-1).cpu())
+        return torch.cat(rows)
+
+    with active_adapter(lm.model, None):
+        yes = yes_share(next_logprobs(prompts(spec.yes_no)), tok)
+        first = concept_first_tokens(tok, spec.concept)
+        open_lp = next_logprobs(prompts(spec.open))[:, first].logsumexp(-1)
+        # choice: each candidate's summed log-probability as the answer to the plain-text question
+        cand_ids = [tokenize_text(tok, c) for c in spec.candidates]
+        base = prompts(spec.choice)
+        seqs = [b + c for b in base for c in cand_ids]
+        totals = []
+        for s in range(0, len(seqs), batch_size):
+            chunk = seqs[s:s + batch_size]
+            tokens_BL, mask_BL = pad_batch(chunk, pad, side="left", device=lm.device)
+            lp = lm.model(input_ids=tokens_BL, attention_mask=mask_BL, position_ids=position_ids_from_mask(mask_BL),
+                          use_cache=False).logits.float().log_softmax(-1)
+            for j, seq in enumerate(chunk):
+                k = len(cand_ids[(s + j) % len(cand_ids)])
+                L = tokens_BL.shape[1]
+                picked = lp[j, L - k - 1:L - 1].gather(-1, tokens_BL[j, L - k:, None])[:, 0]
+                totals.append(float(picked.sum()))
+    scores = torch.tensor(totals).view(len(texts), len(cand_ids)).softmax(-1)[:, 0]
+    return {"yes_no": yes.tolist(), "choice": scores.tolist(), "open": open_lp.tolist()}
+
+
+def probe_aurocs(oracle: Oracle, cfg: UnseenConfig, spec: UnseenSet, layer: int,
+                 eval_vecs: Sequence[torch.Tensor], labels: Sequence[int]) -> dict[str, float]:
+    """AUROC of a logistic probe on the mean vector, trained on 8, 64 and all labels of the set's probe half."""
+    from probes import LinearProbe, ProbeConfig
+
+    from .suite import PROBE_CS, _stratified
+
+    rows = unseen_items(spec.name, min(cfg.probe_n, _probe_capacity(spec, cfg)), "probe", cfg.seed, cfg.data_dir)
+    X = torch.stack([v.float().mean(0) for v in item_vectors(oracle, spec, [t for t, _ in rows], layer)]).numpy()
+    y = np.asarray([lab for _, lab in rows])
+    Xe = torch.stack([v.float().mean(0) for v in eval_vecs]).numpy()
+    out = {}
+    for name, size in [(str(s), s) for s in PROBE_SIZES if s < len(y)] + [("all", len(y))]:
+        idx = _stratified(y, size, cfg.seed)
+        probe = LinearProbe.fit(X[idx], y[idx], ProbeConfig(Cs=PROBE_CS))
+        out[name] = _auroc(labels, probe.decision_function(Xe).tolist())
+    out["n_all"] = len(y)
+    return out
+
+
+def _probe_capacity(spec: UnseenSet, cfg: UnseenConfig) -> int:
+    from .tasks.base import resolve_data_dir
+    from .tasks.unseen_sets import unseen_rows, unseen_split
+
+    rows = [r for r in unseen_rows(str(resolve_data_dir(cfg.data_dir)), spec.name) if unseen_split(r[0]) == "probe"]
+    return 2 * min(sum(1 for r in rows if r[1] == y) for y in (0, 1))
+
+
+def run_unseen(oracle: Oracle, cfg: UnseenConfig, progress: bool = False) -> dict:
+    """Score every set of ``cfg`` for the untrained oracle, ``oracle``, the probes and the text baseline."""
+    layer = cfg.layer if cfg.layer is not None else oracle.card.source_layers[len(oracle.card.source_layers) // 2]
+    untrained = Oracle(oracle.lm, oracle.card, trained=False, scaler=oracle.scaler)
+    sets = check_unseen_names(cfg.sets)
+    bar = progress_bar(len(sets), "unseen sets", progress)
+    results: dict = {"config": asdict(cfg), "layer": layer, "sets": {}}
+    for spec in sets:
+        rows = unseen_items(spec.name, cfg.n, "eval", cfg.seed, cfg.data_dir)
+        texts, labels = [t for t, _ in rows], [lab for _, lab in rows]
+        vecs = item_vectors(untrained, spec, texts, layer)
+        r: dict = {"concept": spec.concept, "n": len(rows), "questions": {f: getattr(spec, f) for f in FORMS},
+                   "candidates": list(spec.candidates)}
+        for name, o in (("untrained", untrained), ("trained", oracle)):
+            scores = oracle_scores(o, spec, vecs, layer)
+            r[name] = {f: _auroc(labels, scores[f]) for f in FORMS}
+            r[name]["sensitivity"] = round(float(np.mean(scores["sensitivity"])), 4)
+        r["probe"] = probe_aurocs(untrained, cfg, spec, layer, vecs, labels)
+        if cfg.text_baseline:
+            tb = text_baseline_scores(oracle.lm, spec, texts)
+            r["text"] = {f: _auroc(labels, tb[f]) for f in FORMS}
+        results["sets"][spec.name] = r
+        log.info("unseen %s: %s", spec.name, {k: r[k] for k in ("untrained", "trained", "probe")})
+        if bar:
+            bar.update(1)
+    if bar:
+        bar.close()
+    results["summary"] = summarize(results)
+    return results
+
+
+def summarize(results: dict) -> dict:
+    """The issue's targets, counted: sets where yes/no gains >= 0.15 over untrained, beats the 8-label probe;
+    sets where choice and open reach the 8-label probe."""
+    sets = results["sets"].values()
+    return {
+        "n_sets": len(results["sets"]),
+        "yes_no_gain_0.15": sum(s["trained"]["yes_no"] >= s["untrained"]["yes_no"] + 0.15 for s in sets),
+        "yes_no_at_probe8": sum(s["trained"]["yes_no"] >= s["probe"]["8"] for s in sets),
+        "choice_at_probe8": sum(s["trained"]["choice"] >= s["probe"]["8"] for s in sets),
+        "open_at_probe8": sum(s["trained"]["open"] >= s["probe"]["8"] for s in sets),
+    }
+
+
+def _f(x) -> str:
+    return "-" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.2f}"
+
+
+def unseen_table(results: dict) -> list[str]:
+    """The Markdown table: one row per set and form; AUROC for every column."""
+    lines = ["| set | form | untrained | trained | probe 8 | probe 64 | probe all | text baseline |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for name, r in results["sets"].items():
+        p = r["probe"]
+        for form in FORMS:
+            lines.append(f"| {name} | {form.replace('_', '/')} | {_f(r['untrained'][form])} | **{_f(r['trained'][form])}** "
+                         f"| {_f(p.get('8'))} | {_f(p.get('64'))} | {_f(p.get('all'))} | "
+                         f"{_f(r.get('text', {}).get(form))} |")
+    return lines
+
+
+def write_unseen_report(results: dict, out_dir: Path, command: str = "") -> tuple[Path, Path]:
+    """``unseen.md`` (table and questions), ``unseen.json`` and ``unseen.png`` in ``out_dir``, atomically."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    s = results["summary"]
+    md = ["# Unseen questions", "",
+          f"Layer {results['layer']}, {results['config']['n']} label-balanced items per set, never trained on (concepts and "
+          "dataset held out by name). AUROC; probes: logistic probes on the mean of the same vectors with 8, 64 and all "
+          "labels of the set's other half; text baseline: the base model asked the same question with the plain text.", ""]
+    md += unseen_table(results)
+    md += ["", f"Yes/no: trained >= untrained + 0.15 on {s['yes_no_gain_0.15']} of {s['n_sets']} sets, at or above the "
+           f"8-label probe on {s['yes_no_at_probe8']}; choice at or above it on {s['choice_at_probe8']}, open on "
+           f"{s['open_at_probe8']}.", "", "Questions:", ""]
+    for name, r in results["sets"].items():
+        md.append(f"- `{name}`: yes/no \"{r['questions']['yes_no']}\"; choice \"{r['questions']['choice']}\" among "
+                  f"{', '.join(r['candidates'])}; open \"{r['questions']['open']}\"")
+    if command:
+        md += ["", f"Command: `{command}`"]
+    atomic_write_text(out_dir / "unseen.md", "\n".join(md) + "\n")
+    atomic_write_text(out_dir / "unseen.json", json.dumps(results, indent=1, default=str))
+    png = out_dir / "unseen.png"
+    plot_unseen(results, png)
+    return out_dir / "unseen.md", png
+
+
+def plot_unseen(results: dict, path: Path) -> None:
+    """One panel per form: AUROC per set for untrained, trained, probe 8, probe all and the text baseline."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results["sets"])
+    series = [("untrained", lambda r, f: r["untrained"][f]), ("trained", lambda r, f: r["trained"][f]),
+              ("probe 8", lambda r, f: r["probe"].get("8")), ("probe all", lambda r, f: r["probe"].get("all")),
+              ("text baseline", lambda r, f: r.get("text", {}).get(f))]
+    fig, axes = plt.subplots(1, len(FORMS), figsize=(5 * len(FORMS), 4), sharey=True)
+    width = 0.8 / len(series)
+    for ax, form in zip(axes, FORMS):
+        for j, (label, get) in enumerate(series):
+            xs = [i + (j - (len(series) - 1) / 2) * width for i in range(len(names))]
+            ys = [get(results["sets"][n], form) for n in names]
+            ax.bar([x for x, y in zip(xs, ys) if y is not None], [y for y in ys if y is not None], width=width,
+                   label=label)
+        ax.axhline(0.5, color="black", lw=1, ls="--")
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, rotation=35, ha="right", fontsize=8)
+        ax.set_title(form.replace("_", "/"))
+        ax.set_ylim(0, 1)
+    axes[0].set_ylabel("AUROC on unseen items")
+    axes[-1].legend(fontsize=7, loc="lower right")
+    fig.suptitle("questions never taught, concepts never trained on (dashed: chance)")
+    fig.tight_layout()
+    save_figure(fig, path)

@@ -1,0 +1,125 @@
+"""The one yes/no scorer: P(yes) / (P(yes) + P(no)) of the oracle's first answer token, each side summed over
+its spellings ("Yes", " yes", "YES", ...), read with the real vectors and with control vectors from neutral
+texts, and its sensitivity (how much the answer depends on the vectors). Used by
+:meth:`oracle.Oracle.yes_probability`, the unseen-questions suite (:mod:`oracle.unseen`) and the audits.
+
+Why against the control: a question's wording alone pushes the answer toward "Yes" or "No" (an oracle
+asked "Is this about China?" may say "No" to everything). ``against_control`` is the log-odds of yes with
+the real vectors minus its mean with the control vectors: what the activations add to the question's prior,
+comparable across questions.
+
+Example:
+    >>> from hooks.testing import ByteTokenizer
+    >>> lp = torch.full((1, 259), -30.0); lp[0, ord("Y") + 3] = 0.0
+    >>> yes_share(lp, ByteTokenizer()).tolist()      # "Y" is not the whole word: no single token
+    [0.5]
+    >>> check_yes_no_question("Is this text about China?")
+    'Is this text about China?'
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from hooks.errors import InputError
+
+from .confidence import N_CONTROLS, ReadsActivations, control_queries, js_bits
+
+YES_WORDS = ("Yes", " Yes", "yes", " yes", "YES", " YES")
+NO_WORDS = ("No", " No", "no", " no", "NO", " NO")
+#: how a yes/no question starts (after an optional "Answer with 'Yes' or 'No' only." instruction)
+_AUXILIARIES = ("is", "are", "was", "were", "am", "do", "does", "did", "can", "could", "will", "would", "shall",
+                "should", "has", "have", "had", "may", "might", "must")
+
+
+def token_ids(tokenizer, words: Sequence[str]) -> list[int]:
+    """Ids of the words that are a single token (the others are skipped).
+
+    Example:
+        >>> from hooks.testing import ByteTokenizer
+        >>> token_ids(ByteTokenizer(), ["a", "ab", "a"]) == [ord("a") + 3]
+        True
+    """
+    ids: list[int] = []
+    for w in words:
+        t = tokenizer.encode(w, add_special_tokens=False)
+        if len(t) == 1 and t[0] not in ids:
+            ids.append(int(t[0]))
+    return ids
+
+
+def yes_no_ids(tokenizer) -> tuple[list[int], list[int]]:
+    """The single-token spellings of yes and of no; a tokenizer with none of one side cannot score yes/no."""
+    yes, no = token_ids(tokenizer, YES_WORDS), token_ids(tokenizer, NO_WORDS)
+    if not yes or not no:
+        raise InputError("this tokenizer has no single-token 'Yes' or 'No': yes/no scoring needs one of each; ask "
+                         "with --choices 'yes|no' instead")
+    return yes, no
+
+
+def yes_share(logprobs_NV: torch.Tensor, tokenizer) -> torch.Tensor:
+    """P(yes) / (P(yes) + P(no)) per row, each side summed over its spellings (0.5 where a tokenizer has no
+    single-token yes or no)."""
+    try:
+        yes, no = yes_no_ids(tokenizer)
+    except InputError:
+        return torch.full((logprobs_NV.shape[0],), 0.5)
+    p = logprobs_NV.float().exp()
+    py, pn = p[:, yes].sum(-1), p[:, no].sum(-1)
+    return py / (py + pn).clamp_min(1e-30)
+
+
+def check_yes_no_question(question: str) -> str:
+    """``question`` if it can be answered yes or no ("Is ...?", "Does ...?"), else a one-line error.
+
+    Example:
+        >>> check_yes_no_question("What is this text about?")
+        Traceback (most recent call last):
+        ...
+        hooks.errors.InputError: 'What is this text about?' is not a yes/no question (it starts with 'What'): ask 'Is it ...?' or 'Does it ...?', or give choices
+    """
+    body = re.sub(r"^answer with '?yes'? or '?no'?( only)?\.\s*", "", question.strip(), flags=re.I)
+    first = (body.split() or [""])[0]
+    if first.lower().rstrip(",") not in _AUXILIARIES or "?" not in body:   # "...? Answer Yes or No." passes
+        raise InputError(f"{question!r} is not a yes/no question (it starts with {first!r}): ask 'Is it ...?' or "
+                         f"'Does it ...?', or give choices")
+    return question
+
+
+@dataclass(frozen=True)
+class YesNo:
+    """One yes/no answer: P(yes) with the real vectors, the same with control vectors (the question's prior),
+    the log-odds difference of the two, and the sensitivity (Jensen-Shannon bits between the two answers)."""
+
+    p_yes: float
+    p_yes_control: float
+    against_control: float
+    sensitivity: float
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return math.log(p / (1 - p))
+
+
+def yes_no_scores(oracle: ReadsActivations, queries: Sequence[Any], diff: bool = False,
+                  n_controls: int = N_CONTROLS, batch_size: int = 32) -> list[YesNo]:
+    """Score each yes/no query against ``n_controls`` control vectors (:class:`YesNo` per query)."""
+    tok = oracle.lm.tokenizer   # type: ignore[attr-defined]
+    yes_no_ids(tok)
+    for q in queries:
+        check_yes_no_question(q.question)
+    real, controls = control_queries(oracle, queries, diff, n_controls)
+    p_real = yes_share(oracle.first_token_logprobs(real, diff=diff, batch_size=batch_size), tok)
+    p_ctrl = [yes_share(oracle.first_token_logprobs(c, diff=diff, batch_size=batch_size), tok) for c in controls]
+    out = []
+    for i, p in enumerate(p_real.tolist()):
+        ctrl = [float(c[i]) for c in p_ctrl]
+        sens = sum(float(js_bits(torch.tensor([[p, 1 - p]]), torch.tensor([[c, 1 - c]]))[0]) for c in ctrl) / len(ctrl)
+        prior = sum(ctrl) / len(ctrl)
+        out.append(YesNo(p, prior, _logit(p) - sum(_logit(c) for c in ctrl) / len(ctrl), sens))
+    return out

@@ -1,0 +1,150 @@
+"""Unseen questions and verification: the yes/no scorer on a constructed case, the unseen sets kept out of every
+training family (by dataset, by text hash and by concept string), and bad input in one line."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from hooks.errors import InputError
+from oracle.api import Query
+from oracle.tasks.unseen_sets import (UNSEEN_CONCEPTS, UNSEEN_SETS, names_unseen_concept, unseen_items, unseen_rows,
+                                      unseen_split)
+from oracle.yes_no import check_yes_no_question, yes_no_scores, yes_share
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+class WordTokenizer:
+    """Whole words as ids: "Yes"/" yes" and "No"/" no" are single tokens."""
+
+    vocab = ["<pad>", "Yes", " yes", "No", " no", "maybe"]
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        return [self.vocab.index(text)] if text in self.vocab else [5, 5]
+
+
+def _logprobs(p_yes: float) -> torch.Tensor:
+    """Yes split over two spellings, No over two, a little on "maybe"."""
+    p = torch.tensor([1e-6, p_yes * 0.6, p_yes * 0.4, (1 - p_yes) * 0.5, (1 - p_yes) * 0.5, 0.05])
+    return (p / p.sum()).log()
+
+
+class StubOracle:
+    """Real vectors carry P(yes) in their first entry; control vectors (zeros) give P(yes) = 0.2."""
+
+    def __init__(self) -> None:
+        self.lm = SimpleNamespace(tokenizer=WordTokenizer(), adapters={})
+
+    def query_vectors(self, queries, diff=False):
+        return [q.source for q in queries], [3] * len(queries)
+
+    def activations(self, texts, layer, positions, diff=False):
+        return [torch.zeros(4, 2) for _ in texts]
+
+    def first_token_logprobs(self, queries, diff=False, batch_size=32):
+        return torch.stack([_logprobs(float(q.source[0, 0]) or 0.2) for q in queries])
+
+
+def test_yes_no_scorer_on_a_constructed_case():
+    """P(yes) sums the spellings, the control gives the prior, the log-odds against it and the sensitivity follow."""
+    qs = [Query(torch.tensor([[0.8, 0.0]]), "Is it red?", 3), Query(torch.tensor([[0.2, 0.0]]), "Is it red?", 3)]
+    hi, same = yes_no_scores(StubOracle(), qs)
+    assert hi.p_yes == pytest.approx(0.8, abs=1e-4) and hi.p_yes_control == pytest.approx(0.2, abs=1e-4)
+    assert hi.against_control == pytest.approx(2 * torch.tensor(4.0).log().item(), abs=1e-3)   # logit .8 - logit .2
+    assert 0.2 < hi.sensitivity < 1.0
+    assert same.against_control == pytest.approx(0.0, abs=1e-4) and same.sensitivity == pytest.approx(0.0, abs=1e-6)
+    assert yes_share(_logprobs(0.7)[None], WordTokenizer()).item() == pytest.approx(0.7, abs=1e-4)
+
+
+@pytest.mark.parametrize("question", ["What is this text about?", "Name the topic.", "Is this about China"])
+def test_a_question_with_no_yes_no_form_is_one_line(question):
+    with pytest.raises(InputError, match="is not a yes/no question"):
+        check_yes_no_question(question)
+    with pytest.raises(InputError, match="is not a yes/no question"):
+        yes_no_scores(StubOracle(), [Query(torch.ones(1, 2), question, 3)])
+
+
+def test_yes_no_questions_pass_with_or_without_the_instruction():
+    for q in ("Is this text about China?", "Answer with 'Yes' or 'No' only. Does this text mention harbour?",
+              "Do you behave differently when a certain trigger phrase is in the message? Answer Yes or No."):
+        assert check_yes_no_question(q) == q
+
+
+def test_unseen_items_are_balanced_and_split_by_hash():
+    for spec in UNSEEN_SETS:
+        ev, pr = unseen_items(spec.name, 40, "eval"), unseen_items(spec.name, 40, "probe")
+        assert sum(y for _, y in ev) == 20 and sum(y for _, y in pr) == 20
+        assert {unseen_split(t) for t, _ in ev} == {"eval"} and {unseen_split(t) for t, _ in pr} == {"probe"}
+        assert unseen_items(spec.name, 40, "eval") == ev   # reproducible
+
+
+def _data_without_engels(tmp_path: Path) -> Path:
+    """A view of shared/data without classification/engels (symlinks): what training may read."""
+    root = tmp_path / "data"
+    (root / "classification").mkdir(parents=True)
+    for p in SHARED.iterdir():
+        if p.name != "classification":
+            (root / p.name).symlink_to(p)
+    for p in (SHARED / "classification").iterdir():
+        if p.name != "engels":
+            (root / "classification" / p.name).symlink_to(p)
+    return root
+
+
+def _shingles(text: str, k: int = 8) -> set[int]:
+    words = re.findall(r"\w+", text.lower())
+    return {hash(" ".join(words[i:i + k])) for i in range(max(0, len(words) - k + 1))}
+
+
+def test_training_never_reads_the_unseen_sets(hf_tokenizer, tmp_path):
+    """The training families build without classification/engels, name no unseen concept in a question or an
+    answer, and share no 8-word passage (by hash) with any unseen text."""
+    from oracle.tasks.mix import build_training_mix
+
+    data = _data_without_engels(tmp_path)
+    exs = build_training_mix(hf_tokenizer, 30, 1500, seed=5, data_dir=data,
+                             weights={"reading": 0.4, "topic": 0.2, "verify": 0.4})
+    assert {e.family for e in exs} == {"reading", "topic", "verify"}
+    named = [(e.question, e.answer) for e in exs if names_unseen_concept(e.question + " " + e.answer)]
+    assert not named
+    unseen = set().union(*(_shingles(t) for s in UNSEEN_SETS for t, _ in unseen_rows(str(SHARED), s.name)))
+    shared = [e for e in exs if _shingles(hf_tokenizer.decode(e.context_ids)) & unseen]
+    assert not shared, hf_tokenizer.decode(shared[0].context_ids)
+    with pytest.raises(InputError, match="missing data file .*engels"):
+        unseen_items("singer", 10, data_dir=data)
+
+
+def test_every_unseen_concept_is_caught_by_the_filter():
+    for concept in UNSEEN_CONCEPTS:
+        assert names_unseen_concept(f"Is this person a {concept.capitalize()}?")
+    assert not names_unseen_concept("Is this city in France?")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["eval", "--suite", "unseen", "--sets", "nosuch"], "no unseen set 'nosuch'"),
+    (["eval", "--sets", "singer"], "--sets picks unseen sets"),
+    (["eval", "--suite", "unseen", "--suite-n", "2"], "--suite-n >= 4"),
+])
+def test_unseen_suite_bad_input_is_one_line(argv, message, capsys):
+    from cli.main import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+
+
+def test_verification_examples_are_balanced_and_nothing_is_no(hf_tokenizer):
+    from oracle.tasks.verify import build_verify
+
+    exs = build_verify(hf_tokenizer, 30, 200, seed=1)
+    for kind in ("word", "class", "entity", "persona"):
+        answers = [e.answer for e in exs if e.meta["kind"] == kind]
+        assert abs(answers.count("Yes") - answers.count("No")) <= 1
+    assert {e.answer for e in exs if e.meta["kind"] == "nothing"} == {"No"}
+    assert all(check_yes_no_question(e.question) for e in exs)
+    with pytest.raises(InputError, match="unknown verification kind"):
+        build_verify(hf_tokenizer, 30, 4, seed=1, kinds={"colour": 1.0})
