@@ -308,9 +308,9 @@ class Oracle:
         Example:
             >>> oracle.yes_probability("I loved this film.", "Is the sentiment positive?")   # doctest: +SKIP
             0.93
-            >>> oracle.yes_probability("Beijing cuts rates.", "Is this about China?", positions="all",
-            ...                        details=True)                                          # doctest: +SKIP
-            YesNo(p_yes=0.61, p_yes_control=0.22, against_control=1.7, sensitivity=0.09)
+            >>> yn = oracle.yes_probability("Beijing cuts rates.", "Is this about China?", positions="all",
+            ...                             details=True)                                     # doctest: +SKIP
+            >>> yn.against_control   # log-odds of yes beyond what control vectors get       # doctest: +SKIP
         """
         q = Query(source, question, layer, positions)
         if details:

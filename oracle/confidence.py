@@ -217,7 +217,7 @@ def control_vectors(oracle: ReadsActivations, layer: int, k: int, diff: bool, n_
     return out
 
 
-def control_queries(oracle: ReadsActivations, queries: Sequence[Any], diff: bool, n_controls: int):
+def _control_queries(oracle: ReadsActivations, queries: Sequence[Any], diff: bool, n_controls: int):
     vecs, layers = oracle.query_vectors(queries, diff)
     per_control: list[list[Any]] = [[] for _ in range(n_controls)]
     for q, v, layer in zip(queries, vecs, layers):
@@ -233,7 +233,7 @@ def choice_scores_and_sensitivity(oracle: ReadsActivations, queries: Sequence[An
     """The candidates' summed log-probabilities with the real vectors, the same averaged over the control
     vectors (what the oracle says when it reads nothing relevant: the candidates' prior), and each query's
     sensitivity (JS over the candidates, real against each control, mean over ``n_controls`` controls)."""
-    real, controls = control_queries(oracle, queries, diff, n_controls)
+    real, controls = _control_queries(oracle, queries, diff, n_controls)
     scores = oracle.answer_logprobs(real, candidates, diff=diff)
     sens = torch.zeros(len(queries))
     prior = [[0.0] * len(c) for c in candidates]
@@ -263,7 +263,7 @@ def open_logprobs_and_sensitivity(oracle: ReadsActivations, queries: Sequence[An
                                   n_controls: int = N_CONTROLS) -> tuple[torch.Tensor, list[float]]:
     """``(N, vocab)`` first-answer-token log-probabilities with the real vectors, and each query's sensitivity
     (JS over the first token's distribution, real against controls)."""
-    real, controls = control_queries(oracle, queries, diff, n_controls)
+    real, controls = _control_queries(oracle, queries, diff, n_controls)
     logp = oracle.first_token_logprobs(real, diff=diff)
     sens = torch.zeros(len(queries))
     for ctrl in controls:

@@ -148,7 +148,7 @@ def probe_scores(oracle: Oracle, cfg: SuiteConfig, skill: str, pos: str, layer: 
     Xe, ye = _features(eval_vecs), np.asarray([e.meta["label"] for e in eval_items])
     out = {}
     for size in [s for s in PROBE_SIZES if s <= cfg.probe_n] or [cfg.probe_n]:
-        idx = _stratified(y, size, cfg.seed)
+        idx = stratified_indices(y, size, cfg.seed)
         if len(set(y[idx].tolist())) < 2:
             continue
         scores = np.stack([LinearProbe.fit(X[idx], (y[idx] == c).astype(int), config).decision_function(Xe)
@@ -160,7 +160,7 @@ def probe_scores(oracle: Oracle, cfg: SuiteConfig, skill: str, pos: str, layer: 
     return out
 
 
-def _stratified(y: np.ndarray, size: int, seed: int) -> np.ndarray:
+def stratified_indices(y: np.ndarray, size: int, seed: int) -> np.ndarray:
     """``size`` row indices with every class as evenly represented as the data allow."""
     rng = np.random.default_rng(seed)
     groups = [rng.permutation(np.flatnonzero(y == c)).tolist() for c in sorted(set(y.tolist()))]

@@ -1,13 +1,13 @@
 """The unseen-questions suite (``ao eval --suite unseen``): questions the oracle was never taught, about
 concepts no part of the training mix reads (:mod:`oracle.tasks.unseen_sets`), each asked three ways.
 
-Per set (``n`` label-balanced items, layer ``L``, the text's first or last 48 token vectors):
+Per set (``n`` label-balanced items, layer ``L``, the text's first or last 16 token vectors):
 
 * **yes/no** naming the concept ("Is the person named at the end of this text a singer?"): the log-odds of
   yes against the control vectors (:func:`oracle.yes_no.yes_no_scores`), AUROC over the items;
-* **choice** among the set's family of answers (five occupations, four news topics): each candidate's summed
-  log-probability against the control vectors (:func:`oracle.confidence.debiased_choice`), AUROC of the
-  concept's softmax share;
+* **choice** among the set's family of answers (five occupations, four news topics): each candidate's
+  first-token log-probability (spellings summed) against the control vectors, AUROC of the concept's softmax
+  share over the candidates;
 * **open** one-word question: the log-probability of the concept's first token (any spelling), AUROC.
 
 Beside them, on the same items: the untrained oracle (same card and scaling, no adapter); logistic probes on
@@ -37,15 +37,14 @@ from hooks.errors import InputError
 from hooks.progress import progress_bar
 
 from .api import Oracle, Query
-from .confidence import choice_scores_and_sensitivity, debiased_choice
 from .prompt import render_user_turn
 from .tasks.base import tokenize_text
 from .tasks.unseen_sets import UnseenSet, check_unseen_names, unseen_items
-from .yes_no import token_ids, yes_no_scores, yes_share
+from .yes_no import control_first_token_logprobs, resolved_queries, yes_no_scores, yes_share
 
 log = logging.getLogger(__name__)
 
-READ_TOKENS = 48               # token vectors injected per item (the oracle's longest training read is 50)
+READ_TOKENS = 16               # token vectors injected per item: the headline, or the name and what precedes it
 PROBE_SIZES = (8, 64)
 FORMS = ("yes_no", "choice", "open")
 
@@ -60,7 +59,7 @@ class UnseenConfig:
     """
 
     n: int = 80                           # items per set, half of them positive
-    probe_n: int = 256                    # most labels a probe gets (the set's probe half)
+    probe_n: int = 128                    # most labels a probe gets (the set's probe half)
     sets: Optional[list] = None           # default: every unseen set
     layer: Optional[int] = None           # default: the oracle's middle source layer
     seed: int = 0
@@ -74,18 +73,22 @@ class UnseenConfig:
 
 
 def concept_first_tokens(tokenizer, word: str) -> list[int]:
-    """The first token of each spelling of ``word`` ("singer", " Singer", ...): what an open answer starts with.
+    """The first token of each spelling of ``word`` ("singer", "Singer", " singer", " Singer") that names the word
+    rather than any word: the whole spelling, or a first piece of 3+ characters (a bare "S" or "A" would also
+    start "Sports" or "A journalist").
 
     Example:
-        >>> from hooks.testing import ByteTokenizer
-        >>> len(concept_first_tokens(ByteTokenizer(), "ab"))      # 'a', 'A', ' ' (the spaced spellings)
-        3
+        >>> [tok.decode([i]) for i in concept_first_tokens(tok, "singer")]      # doctest: +SKIP
+        [' singer', ' Singer']
     """
     ids: list[int] = []
     for w in (word, word.capitalize(), " " + word, " " + word.capitalize()):
         t = tokenizer.encode(w, add_special_tokens=False)
-        if t and t[0] not in ids:
+        if t and (len(t) == 1 or len(tokenizer.decode([t[0]]).strip()) >= 3) and t[0] not in ids:
             ids.append(int(t[0]))
+    if not ids:
+        raise InputError(f"no spelling of {word!r} starts with a token of its own: it cannot be scored from the first "
+                         f"answer token; use a longer word")
     return ids
 
 
@@ -93,9 +96,25 @@ def _read_positions(spec: UnseenSet) -> slice:
     return slice(0, READ_TOKENS) if spec.read == "first" else slice(-READ_TOKENS, None)
 
 
-def item_vectors(oracle: Oracle, spec: UnseenSet, texts: Sequence[str], layer: int) -> list[torch.Tensor]:
+def length_batches(lengths: Sequence[int], size: int) -> list[list[int]]:
+    """Indices in batches of ``size`` with similar lengths (less padding: a name and a long passage never share one).
+
+    Example:
+        >>> length_batches([5, 90, 7, 80], 2)
+        [[0, 2], [3, 1]]
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    return [order[s:s + size] for s in range(0, len(order), size)]
+
+
+def item_vectors(oracle: Oracle, spec: UnseenSet, texts: Sequence[str], layer: int,
+                 batch_size: int = 16) -> list[torch.Tensor]:
     """The injected vectors of each text: its first or last :data:`READ_TOKENS` token vectors at ``layer``."""
-    return oracle.activations(list(texts), layer, [_read_positions(spec)] * len(texts))
+    out: list = [None] * len(texts)
+    for idx in length_batches([len(t) for t in texts], batch_size):
+        for i, v in zip(idx, oracle.activations([texts[i] for i in idx], layer, [_read_positions(spec)] * len(idx))):
+            out[i] = v
+    return out
 
 
 def _auroc(labels: Sequence[int], scores: Sequence[float]) -> float:
@@ -104,61 +123,56 @@ def _auroc(labels: Sequence[int], scores: Sequence[float]) -> float:
     return round(float(auroc(list(labels), list(scores))), 4)
 
 
+def family_logprobs(logprobs_NV: torch.Tensor, tokenizer, words: Sequence[str]) -> torch.Tensor:
+    """``(N, len(words))``: each word's first-token log-probability, its spellings summed (logsumexp)."""
+    return torch.stack([logprobs_NV[:, concept_first_tokens(tokenizer, w)].logsumexp(-1) for w in words], dim=-1)
+
+
 def oracle_scores(oracle: Oracle, spec: UnseenSet, vecs: Sequence[torch.Tensor], layer: int) -> dict[str, list[float]]:
-    """Per item, the three forms' scores (higher: the concept holds) and the yes/no sensitivity."""
+    """Per item, the three forms' scores (higher: the concept holds) and the yes/no sensitivity. The choice is
+    scored on the candidates' first tokens (each set's candidates are single words with distinct first tokens),
+    against the control vectors, as a softmax over the candidates."""
+    tok = oracle.lm.tokenizer
+
     def queries(question: str) -> list[Query]:
         return [Query(v, question, layer) for v in vecs]
 
     yn = yes_no_scores(oracle, queries(spec.yes_no))
-    raw, prior, _ = choice_scores_and_sensitivity(oracle, queries(spec.choice), [list(spec.candidates)] * len(vecs))
-    choice = [float(torch.tensor(debiased_choice(r, p)).softmax(-1)[0]) for r, p in zip(raw, prior)]
-    first = concept_first_tokens(oracle.lm.tokenizer, spec.concept)
-    open_lp = oracle.first_token_logprobs(queries(spec.open))[:, first].logsumexp(-1).tolist()
-    return {"yes_no": [y.against_control for y in yn], "choice": choice, "open": open_lp,
+    asked = resolved_queries(oracle, queries(spec.choice))
+    real = family_logprobs(oracle.first_token_logprobs(asked), tok, spec.candidates)
+    ctrl = torch.stack([family_logprobs(lp, tok, spec.candidates)
+                        for lp in control_first_token_logprobs(oracle, asked)]).mean(0)
+    choice = (real - ctrl).softmax(-1)[:, 0]
+    open_lp = family_logprobs(oracle.first_token_logprobs(queries(spec.open)), tok, [spec.concept])[:, 0]
+    return {"yes_no": [y.against_control for y in yn], "choice": choice.tolist(), "open": open_lp.tolist(),
             "sensitivity": [y.sensitivity for y in yn]}
 
 
 @torch.no_grad()
-def text_baseline_scores(lm, spec: UnseenSet, texts: Sequence[str], batch_size: int = 8) -> dict[str, list[float]]:
-    """The base model (no adapter) asked the same three questions with the plain text in its prompt."""
+def text_baseline_scores(lm, spec: UnseenSet, texts: Sequence[str], batch_size: int = 16) -> dict[str, list[float]]:
+    """The base model (no adapter) asked the same three questions with the plain text in its prompt, scored
+    like the oracle's answers (first answer token)."""
     from hooks.models import active_adapter
 
     tok = lm.tokenizer
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
 
-    def prompts(question: str) -> list[list[int]]:
-        return [tokenize_text(tok, render_user_turn(tok, f"{t}\n\n{question}")) for t in texts]
-
-    def next_logprobs(seqs: list[list[int]]) -> torch.Tensor:
-        rows = []
-        for s in range(0, len(seqs), batch_size):
-            tokens_BL, mask_BL = pad_batch(seqs[s:s + batch_size], pad, side="left", device=lm.device)
+    def next_logprobs(question: str) -> torch.Tensor:
+        seqs = [tokenize_text(tok, render_user_turn(tok, f"{t}\n\n{question}")) for t in texts]
+        rows: list = [None] * len(seqs)
+        for idx in length_batches([len(q) for q in seqs], batch_size):
+            tokens_BL, mask_BL = pad_batch([seqs[i] for i in idx], pad, side="left", device=lm.device)
             logits = lm.model(input_ids=tokens_BL, attention_mask=mask_BL, position_ids=position_ids_from_mask(mask_BL),
                               use_cache=False, logits_to_keep=1).logits[:, -1].float()
-            rows.append(logits.log_softmax(-1).cpu())
-        return torch.cat(rows)
+            for i, row in zip(idx, logits.log_softmax(-1).cpu()):
+                rows[i] = row
+        return torch.stack(rows)
 
     with active_adapter(lm.model, None):
-        yes = yes_share(next_logprobs(prompts(spec.yes_no)), tok)
-        first = concept_first_tokens(tok, spec.concept)
-        open_lp = next_logprobs(prompts(spec.open))[:, first].logsumexp(-1)
-        # choice: each candidate's summed log-probability as the answer to the plain-text question
-        cand_ids = [tokenize_text(tok, c) for c in spec.candidates]
-        base = prompts(spec.choice)
-        seqs = [b + c for b in base for c in cand_ids]
-        totals = []
-        for s in range(0, len(seqs), batch_size):
-            chunk = seqs[s:s + batch_size]
-            tokens_BL, mask_BL = pad_batch(chunk, pad, side="left", device=lm.device)
-            lp = lm.model(input_ids=tokens_BL, attention_mask=mask_BL, position_ids=position_ids_from_mask(mask_BL),
-                          use_cache=False).logits.float().log_softmax(-1)
-            for j, seq in enumerate(chunk):
-                k = len(cand_ids[(s + j) % len(cand_ids)])
-                L = tokens_BL.shape[1]
-                picked = lp[j, L - k - 1:L - 1].gather(-1, tokens_BL[j, L - k:, None])[:, 0]
-                totals.append(float(picked.sum()))
-    scores = torch.tensor(totals).view(len(texts), len(cand_ids)).softmax(-1)[:, 0]
-    return {"yes_no": yes.tolist(), "choice": scores.tolist(), "open": open_lp.tolist()}
+        yes = yes_share(next_logprobs(spec.yes_no), tok)
+        choice = family_logprobs(next_logprobs(spec.choice), tok, spec.candidates).softmax(-1)[:, 0]
+        open_lp = family_logprobs(next_logprobs(spec.open), tok, [spec.concept])[:, 0]
+    return {"yes_no": yes.tolist(), "choice": choice.tolist(), "open": open_lp.tolist()}
 
 
 def probe_aurocs(oracle: Oracle, cfg: UnseenConfig, spec: UnseenSet, layer: int,
@@ -166,7 +180,7 @@ def probe_aurocs(oracle: Oracle, cfg: UnseenConfig, spec: UnseenSet, layer: int,
     """AUROC of a logistic probe on the mean vector, trained on 8, 64 and all labels of the set's probe half."""
     from probes import LinearProbe, ProbeConfig
 
-    from .suite import PROBE_CS, _stratified
+    from .suite import PROBE_CS, stratified_indices
 
     rows = unseen_items(spec.name, min(cfg.probe_n, _probe_capacity(spec, cfg)), "probe", cfg.seed, cfg.data_dir)
     X = torch.stack([v.float().mean(0) for v in item_vectors(oracle, spec, [t for t, _ in rows], layer)]).numpy()
@@ -174,7 +188,7 @@ def probe_aurocs(oracle: Oracle, cfg: UnseenConfig, spec: UnseenSet, layer: int,
     Xe = torch.stack([v.float().mean(0) for v in eval_vecs]).numpy()
     out = {}
     for name, size in [(str(s), s) for s in PROBE_SIZES if s < len(y)] + [("all", len(y))]:
-        idx = _stratified(y, size, cfg.seed)
+        idx = stratified_indices(y, size, cfg.seed)
         probe = LinearProbe.fit(X[idx], y[idx], ProbeConfig(Cs=PROBE_CS))
         out[name] = _auroc(labels, probe.decision_function(Xe).tolist())
     out["n_all"] = len(y)

@@ -18,6 +18,7 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass
@@ -27,13 +28,16 @@ import torch
 
 from hooks.errors import InputError
 
-from .confidence import N_CONTROLS, ReadsActivations, control_queries, js_bits
+from .confidence import N_CONTROLS, ReadsActivations, control_vectors, js_bits
 
 YES_WORDS = ("Yes", " Yes", "yes", " yes", "YES", " YES")
 NO_WORDS = ("No", " No", "no", " no", "NO", " NO")
 #: how a yes/no question starts (after an optional "Answer with 'Yes' or 'No' only." instruction)
 _AUXILIARIES = ("is", "are", "was", "were", "am", "do", "does", "did", "can", "could", "will", "would", "shall",
                 "should", "has", "have", "had", "may", "might", "must")
+
+
+_YES_NO_CLAUSE = re.compile(r"(?:^|[,;:]\s*|[.!]\s+)(?:%s)\b" % "|".join(_AUXILIARIES), flags=re.I)
 
 
 def token_ids(tokenizer, words: Sequence[str]) -> list[int]:
@@ -84,7 +88,8 @@ def check_yes_no_question(question: str) -> str:
     """
     body = re.sub(r"^answer with '?yes'? or '?no'?( only)?\.\s*", "", question.strip(), flags=re.I)
     first = (body.split() or [""])[0]
-    if first.lower().rstrip(",") not in _AUXILIARIES or "?" not in body:   # "...? Answer Yes or No." passes
+    # a clause that opens with an auxiliary: "Is it ...?", "Based on the text, is it ...?"; "...? Answer Yes or No." passes
+    if not _YES_NO_CLAUSE.search(body) or "?" not in body:
         raise InputError(f"{question!r} is not a yes/no question (it starts with {first!r}): ask 'Is it ...?' or "
                          f"'Does it ...?', or give choices")
     return question
@@ -106,6 +111,29 @@ def _logit(p: float) -> float:
     return math.log(p / (1 - p))
 
 
+def resolved_queries(oracle: ReadsActivations, queries: Sequence[Any], diff: bool = False) -> list[Any]:
+    """The queries with their vectors read once (texts captured), so the real and the control passes share them."""
+    vecs, layers = oracle.query_vectors(queries, diff)
+    return [dataclasses.replace(q, source=v, layer=L, positions="last") for q, v, L in zip(queries, vecs, layers)]
+
+
+def control_first_token_logprobs(oracle: ReadsActivations, queries: Sequence[Any], diff: bool = False,
+                                 n_controls: int = N_CONTROLS, batch_size: int = 32) -> list[torch.Tensor]:
+    """Per control, ``(N, vocab)`` first-token log-probabilities of the (resolved) queries asked about control
+    vectors. Queries with the same question, layer and vector count get the same control input, so each such
+    group costs one forward, not one per query."""
+    keys = [(q.question, int(q.layer), len(q.source)) for q in queries]
+    unique = list(dict.fromkeys(keys))
+    first = {k: keys.index(k) for k in unique}
+    rows = [unique.index(k) for k in keys]
+    out = []
+    for c in range(n_controls):
+        asked = [dataclasses.replace(queries[first[k]], source=control_vectors(oracle, k[1], k[2], diff, n_controls)[c])
+                 for k in unique]
+        out.append(oracle.first_token_logprobs(asked, diff=diff, batch_size=batch_size)[rows])
+    return out
+
+
 def yes_no_scores(oracle: ReadsActivations, queries: Sequence[Any], diff: bool = False,
                   n_controls: int = N_CONTROLS, batch_size: int = 32) -> list[YesNo]:
     """Score each yes/no query against ``n_controls`` control vectors (:class:`YesNo` per query)."""
@@ -113,9 +141,9 @@ def yes_no_scores(oracle: ReadsActivations, queries: Sequence[Any], diff: bool =
     yes_no_ids(tok)
     for q in queries:
         check_yes_no_question(q.question)
-    real, controls = control_queries(oracle, queries, diff, n_controls)
+    real = resolved_queries(oracle, queries, diff)
     p_real = yes_share(oracle.first_token_logprobs(real, diff=diff, batch_size=batch_size), tok)
-    p_ctrl = [yes_share(oracle.first_token_logprobs(c, diff=diff, batch_size=batch_size), tok) for c in controls]
+    p_ctrl = [yes_share(lp, tok) for lp in control_first_token_logprobs(oracle, real, diff, n_controls, batch_size)]
     out = []
     for i, p in enumerate(p_real.tolist()):
         ctrl = [float(c[i]) for c in p_ctrl]

@@ -25,6 +25,7 @@ from hooks.paths import REPO_ROOT
 from oracle.api import Oracle, Query
 from oracle.card import read_card
 from oracle.published import CardOverrides
+from oracle.yes_no import yes_share
 
 N_LAYERS, D_MODEL = 4, 64
 QUESTION = "Is this text about the moon?"
@@ -281,9 +282,8 @@ def test_logits_equal_the_reference_injection(oracle, reference, k):
     with torch.no_grad(), oracle._oracle_ctx():
         plain = oracle.lm.model(input_ids=b.tokens_BL, attention_mask=b.mask_BL).logits[0].float()
     assert (plain - ref).abs().max().item() > 1e-3
-    # the public API reads the same numbers: P(Yes) from the reference's last-token logits
-    yes, no = (reference.tok.encode(w, add_special_tokens=False)[0] for w in ("Yes", "No"))
-    p_ref = torch.softmax(ref[-1, [yes, no]], -1)[0].item()
+    # the public API reads the same numbers: P(yes) (spellings summed) from the reference's last-token logits
+    p_ref = yes_share(ref[-1].log_softmax(-1)[None], reference.tok).item()
     assert oracle.yes_probability(vecs, QUESTION) == pytest.approx(p_ref, abs=1e-5)
 
 
@@ -306,9 +306,8 @@ def test_text_sources_are_read_from_the_base_model_with_the_oracle_off(oracle, r
     got = oracle.activations([text], layer, ["last"])[0]
     assert (got - want).abs().max().item() <= 1e-5
     _, ref = reference.logits(want, layer, QUESTION)
-    yes, no = (reference.tok.encode(w, add_special_tokens=False)[0] for w in ("Yes", "No"))
-    assert oracle.yes_probability(text, QUESTION) == pytest.approx(torch.softmax(ref[-1, [yes, no]], -1)[0].item(),
-                                                                   abs=1e-5)
+    p_ref = yes_share(ref[-1].log_softmax(-1)[None], reference.tok).item()
+    assert oracle.yes_probability(text, QUESTION) == pytest.approx(p_ref, abs=1e-5)
 
 
 @pytest.mark.parametrize("k", [1, 3])

@@ -60,7 +60,8 @@ def test_yes_no_scorer_on_a_constructed_case():
     assert yes_share(_logprobs(0.7)[None], WordTokenizer()).item() == pytest.approx(0.7, abs=1e-4)
 
 
-@pytest.mark.parametrize("question", ["What is this text about?", "Name the topic.", "Is this about China"])
+@pytest.mark.parametrize("question", ["What is this text about?", "Name the topic.", "Is this about China",
+                                      "Which word is at this position?", "Name the word, then the tense."])
 def test_a_question_with_no_yes_no_form_is_one_line(question):
     with pytest.raises(InputError, match="is not a yes/no question"):
         check_yes_no_question(question)
@@ -70,7 +71,8 @@ def test_a_question_with_no_yes_no_form_is_one_line(question):
 
 def test_yes_no_questions_pass_with_or_without_the_instruction():
     for q in ("Is this text about China?", "Answer with 'Yes' or 'No' only. Does this text mention harbour?",
-              "Do you behave differently when a certain trigger phrase is in the message? Answer Yes or No."):
+              "Do you behave differently when a certain trigger phrase is in the message? Answer Yes or No.",
+              "Answer with 'Yes' or 'No' only. Based on the language used, is this a negative review?"):
         assert check_yes_no_question(q) == q
 
 

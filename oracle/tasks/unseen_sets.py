@@ -98,7 +98,7 @@ def check_unseen_names(names: Optional[Sequence[str]]) -> list[UnseenSet]:
     return [unseen_set(n) for n in names] if names else list(UNSEEN_SETS)
 
 
-_MAX_CHARS = 600   # the wikidata passages end at the person's name; the news texts start with the headline
+_MAX_CHARS = 400   # the wikidata passages end at the person's name; the news texts start with the headline
 
 
 def _trim(text: str, read: str) -> str:
