@@ -232,7 +232,6 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 def _suite(args: argparse.Namespace) -> int:
     from oracle.api import Oracle
-    from oracle.card import update_evaluation
     from oracle.suite import run_suite, write_suite_report
 
     skills = [s.strip() for s in args.skills.split(",") if s.strip()] if args.skills else None
@@ -247,16 +246,11 @@ def _suite(args: argparse.Namespace) -> int:
         from oracle.calibrate import append_confidence_section
 
         results["confidence"] = append_confidence_section(oracle, cfg, results["layer"], md)
-    if not args.no_card:
-        update_evaluation(Path(args.oracle), {"reading_suite": {"command": args.command_line, **results}})
-    print(md.read_text())
-    print(f"wrote {md} and {png}")
-    return 0
+    return _suite_written(args, "reading_suite", results, md, png)
 
 
 def _unseen(args: argparse.Namespace) -> int:
     from oracle.api import Oracle
-    from oracle.card import update_evaluation
     from oracle.unseen import run_unseen, write_unseen_report
 
     sets = [s.strip() for s in args.sets.split(",") if s.strip()] if args.sets else None
@@ -267,8 +261,15 @@ def _unseen(args: argparse.Namespace) -> int:
     results = run_unseen(oracle, cfg, progress=True)
     md, png = write_unseen_report(results, Path(args.out) if args.out else Path(args.oracle) / "eval",
                                   command=args.command_line)
+    return _suite_written(args, "unseen_questions", results, md, png)
+
+
+def _suite_written(args: argparse.Namespace, card_key: str, results: dict, md: Path, png: Path) -> int:
+    """Record a suite run in the oracle's card (unless --no-card) and print its report."""
+    from oracle.card import update_evaluation
+
     if not args.no_card:
-        update_evaluation(Path(args.oracle), {"unseen_questions": {"command": args.command_line, **results}})
+        update_evaluation(Path(args.oracle), {card_key: {"command": args.command_line, **results}})
     print(md.read_text())
     print(f"wrote {md} and {png}")
     return 0

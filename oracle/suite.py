@@ -266,20 +266,26 @@ def suite_table(results: dict) -> list[str]:
 
 def write_suite_report(results: dict, out_dir: Path, command: str = "") -> tuple[Path, Path]:
     """``suite.md`` (table), ``suite.json`` (every figure) and ``suite.png`` (bars) in ``out_dir``, atomically."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     md = ["# Reading-skills suite", "",
           f"Layer {results['layer']}, {results['config']['n']} unseen items per row (eval split, all paraphrases). "
           "Accuracy; probe columns: a logistic probe on the same vectors (mean vector for full-sequence rows) "
           "with that many labels; `held-out q`: the trained oracle on the paraphrase it never trained on.", ""]
     md += suite_table(results)
+    return write_report(out_dir, "suite", md, results, plot_suite, command)
+
+
+def write_report(out_dir: Path, stem: str, md: list[str], results: dict, plot, command: str = "") -> tuple[Path, Path]:
+    """``<stem>.md`` (``md`` and the command), ``<stem>.json`` (``results``) and ``<stem>.png`` (``plot``) in
+    ``out_dir``, each written atomically; returns the Markdown and the figure paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     if command:
-        md += ["", f"Command: `{command}`"]
-    atomic_write_text(out_dir / "suite.md", "\n".join(md) + "\n")
-    atomic_write_text(out_dir / "suite.json", json.dumps(results, indent=1, default=str))
-    png = out_dir / "suite.png"
-    plot_suite(results, png)
-    return out_dir / "suite.md", png
+        md = md + ["", f"Command: `{command}`"]
+    atomic_write_text(out_dir / f"{stem}.md", "\n".join(md) + "\n")
+    atomic_write_text(out_dir / f"{stem}.json", json.dumps(results, indent=1, default=str))
+    png = out_dir / f"{stem}.png"
+    plot(results, png)
+    return out_dir / f"{stem}.md", png
 
 
 def plot_suite(results: dict, path: Path) -> None:

@@ -22,7 +22,6 @@ Example:
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from hooks.atomic import atomic_write_text, save_figure
+from hooks.atomic import save_figure
 from hooks.capture import pad_batch, position_ids_from_mask
 from hooks.errors import InputError
 from hooks.progress import progress_bar
@@ -187,7 +186,7 @@ def probe_aurocs(oracle: Oracle, cfg: UnseenConfig, spec: UnseenSet, layer: int,
     y = np.asarray([lab for _, lab in rows])
     Xe = torch.stack([v.float().mean(0) for v in eval_vecs]).numpy()
     out = {}
-    for name, size in [(str(s), s) for s in PROBE_SIZES if s < len(y)] + [("all", len(y))]:
+    for name, size in [(str(s), s) for s in PROBE_SIZES if s <= len(y)] + [("all", len(y))]:
         idx = stratified_indices(y, size, cfg.seed)
         probe = LinearProbe.fit(X[idx], y[idx], ProbeConfig(Cs=PROBE_CS))
         out[name] = _auroc(labels, probe.decision_function(Xe).tolist())
@@ -266,8 +265,8 @@ def unseen_table(results: dict) -> list[str]:
 
 def write_unseen_report(results: dict, out_dir: Path, command: str = "") -> tuple[Path, Path]:
     """``unseen.md`` (table and questions), ``unseen.json`` and ``unseen.png`` in ``out_dir``, atomically."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from .suite import write_report
+
     s = results["summary"]
     md = ["# Unseen questions", "",
           f"Layer {results['layer']}, {results['config']['n']} label-balanced items per set, never trained on (concepts and "
@@ -280,13 +279,7 @@ def write_unseen_report(results: dict, out_dir: Path, command: str = "") -> tupl
     for name, r in results["sets"].items():
         md.append(f"- `{name}`: yes/no \"{r['questions']['yes_no']}\"; choice \"{r['questions']['choice']}\" among "
                   f"{', '.join(r['candidates'])}; open \"{r['questions']['open']}\"")
-    if command:
-        md += ["", f"Command: `{command}`"]
-    atomic_write_text(out_dir / "unseen.md", "\n".join(md) + "\n")
-    atomic_write_text(out_dir / "unseen.json", json.dumps(results, indent=1, default=str))
-    png = out_dir / "unseen.png"
-    plot_unseen(results, png)
-    return out_dir / "unseen.md", png
+    return write_report(out_dir, "unseen", md, results, plot_unseen, command)
 
 
 def plot_unseen(results: dict, path: Path) -> None:

@@ -150,3 +150,20 @@ def test_verification_examples_are_balanced_and_nothing_is_no(hf_tokenizer):
     assert all(check_yes_no_question(e.question) for e in exs)
     with pytest.raises(InputError, match="unknown verification kind"):
         build_verify(hf_tokenizer, 30, 4, seed=1, kinds={"colour": 1.0})
+
+
+def test_ao_eval_suite_unseen_writes_its_report(tmp_path, capsys):
+    """End to end on the embedded model: one set, 4 items, 8 probe labels; every column is an AUROC."""
+    from cli.main import main
+
+    out = tmp_path / "unseen"
+    assert main(["eval", "--oracle", "checkpoints/oracle-smollm2-135m-verify", "--suite", "unseen", "--sets", "singer",
+                 "--suite-n", "4", "--probe-n", "8", "--out", str(out), "--no-card"]) == 0
+    import json
+
+    r = json.loads((out / "unseen.json").read_text())["sets"]["singer"]
+    for column in ("untrained", "trained", "text"):
+        assert set(r[column]) >= {"yes_no", "choice", "open"}
+        assert all(0.0 <= r[column][f] <= 1.0 for f in ("yes_no", "choice", "open"))
+    assert set(r["probe"]) >= {"8", "all"} and (out / "unseen.png").is_file()
+    assert "| singer | yes/no |" in capsys.readouterr().out
