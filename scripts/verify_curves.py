@@ -18,6 +18,7 @@ import json
 import logging
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ from oracle.api import Oracle  # noqa: E402
 from oracle.evaluate import example_vectors, yes_probabilities  # noqa: E402
 from oracle.suite import suite_eval_fn  # noqa: E402
 from oracle.tasks.base import YES, NO, OracleExample, make_rng, resolve_data_dir, tokenize_text  # noqa: E402
+from oracle.tasks import mix as mix_builders  # noqa: E402
 from oracle.tasks.classification import YES_NO_PREFIX, _relation  # noqa: E402
 from oracle.tasks.topics import build_topics  # noqa: E402
 from oracle.tasks.verify import build_verify, RELATION_QUESTIONS  # noqa: E402
@@ -42,7 +44,9 @@ ARMS = {   # name: (task mix, learning rate); None: --lr
     "reading+topic": ({"reading": 0.5, "topic": 0.5}, None),
     "reading+verify": ({"reading": 0.5, "verify": 0.3, "topic": 0.2}, None),
     "verify-heavy lr1e-3": ({"reading": 0.4, "verify": 0.6}, 1e-3),
+    "swapped-verify lr1e-3": ({"reading": 0.4, "verify": 0.6}, 1e-3),   # verification as swapped pairs
 }
+SWAPPED = {"swapped-verify lr1e-3"}
 DEV_RELATIONS = {   # relations no training family asks about
     "factual/country_largest_city": "Is the largest city of this country {}?",
     "commonsense/task_done_by_tool": "Is this task done with a {}?",
@@ -119,6 +123,7 @@ def main() -> int:
             continue
         lm = load_model("smollm2-135m")
         mix, lr = ARMS[arm]
+        mix_builders.BUILDERS["verify"] = partial(build_verify, swap=arm in SWAPPED)
         cfg = TrainConfig(out=f"runs/verify_curves/{arm.replace(' ', '_')}", n_examples=args.steps * 16, mix=mix,
                           steps=args.steps, lr=lr or args.lr, warmup_steps=5, eval_every=args.steps // 2,
                           save_every=args.steps // 2, activations="on_the_fly", onpolicy=0, calibration_n=0,

@@ -152,6 +152,24 @@ def test_verification_examples_are_balanced_and_nothing_is_no(hf_tokenizer):
         build_verify(hf_tokenizer, 30, 4, seed=1, kinds={"colour": 1.0})
 
 
+def test_swapped_verification_names_every_concept_as_often_yes_as_no(hf_tokenizer):
+    """``swap=True``: each question (one template, one concept) is asked of its own item and of the other item of
+    its pair, so the wording alone never predicts the answer."""
+    from collections import Counter, defaultdict
+
+    from oracle.tasks.verify import build_verify
+
+    exs = build_verify(hf_tokenizer, 30, 160, seed=2, swap=True)
+    by_question: dict[str, Counter] = defaultdict(Counter)
+    for e in exs:
+        if e.meta["kind"] != "nothing":
+            by_question[e.question][e.answer] += 1
+    unbalanced = [q for q, c in by_question.items() if c["Yes"] != c["No"]]
+    # a concept can recur across pairs; only a trimmed last pair of a kind may leave one question unbalanced
+    assert len(unbalanced) <= 6, unbalanced
+    assert {e.meta["kind"] for e in exs} == {"word", "class", "entity", "persona", "mention", "nothing"}
+    assert all(check_yes_no_question(e.question) and not names_unseen_concept(e.question) for e in exs)
+
 def test_ao_eval_suite_unseen_writes_its_report(tmp_path, capsys):
     """End to end on the embedded model: one set, 4 items, 8 probe labels; every column is an AUROC."""
     from cli.main import main

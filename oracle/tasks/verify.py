@@ -34,10 +34,11 @@ from typing import Callable, Optional
 from hooks.errors import InputError
 
 from .base import (NO, YES, OracleExample, PathLike, allocate, balanced_bools, balanced_layers, check_n, check_split,
-                   data_file, make_rng, resolve_data_dir, split_of, tokenize_text)
+                   data_file, decode, make_rng, resolve_data_dir, split_of, tokenize_text)
 from .classification import YES_NO_PREFIX
+from .context_prediction import text_documents, text_window
 from .reading import sample_item, wikitext_paragraphs
-from .topics import content_words
+from .topics import MENTION_QUESTIONS, content_words
 from .unseen_sets import names_unseen_concept
 
 log = logging.getLogger(__name__)
@@ -175,6 +176,103 @@ def _nothing_item(rng: random.Random, tok, want_yes: bool, split: str, root: str
 _SAMPLERS: dict[str, Callable[..., Item]] = {"word": _word_item, "class": _class_item, "entity": _entity_item,
                                               "persona": _persona_item, "nothing": _nothing_item}
 
+# Swapped pairs: two items A and B of one kind whose concepts X and Y differ, asked with one question template as
+# four examples, A-X yes, A-Y no, B-X no, B-Y yes. Every concept is then as often "yes" as "no" and every context
+# as often asked about its own concept as about another's, so neither the question's wording nor the vectors
+# alone predicts the answer: only their comparison does.
+Side = tuple[list[int], list[int]]                    # context ids, positions
+Pair = tuple[Side, Side, str, str, str, str]          # A, B, question template, X, Y, dataset
+_TRIES = 50
+
+
+def _word_pair(rng: random.Random, tok, split: str, root: str) -> Pair:
+    for _ in range(_TRIES):
+        a_ids, a_pos, x, *_ = sample_item(rng, tok, "word_at", split, root)
+        b_ids, b_pos, y, *_ = sample_item(rng, tok, "word_at", split, root)
+        x, y = x.lower(), y.lower()
+        if x != y and not names_unseen_concept(f"{x} {y}"):
+            return (a_ids, a_pos), (b_ids, b_pos), rng.choice(WORD_QUESTIONS), x, y, "wikitext/word"
+    raise InputError("no two different WikiText words found: restore text/ in shared/data")
+
+
+def _class_pair(rng: random.Random, tok, split: str, root: str) -> Pair:
+    skill = rng.choice(sorted(CLASS_QUESTIONS))
+    a_ids, a_pos, x, *_ = sample_item(rng, tok, skill, split, root, "mixed")
+    for _ in range(_TRIES):
+        b_ids, b_pos, y, *_ = sample_item(rng, tok, skill, split, root, "mixed")
+        if y != x:
+            return (a_ids, a_pos), (b_ids, b_pos), rng.choice(CLASS_QUESTIONS[skill]), x, y, f"class/{skill}"
+    raise InputError(f"the {skill} data holds one class only: restore classification/ in shared/data")
+
+
+@lru_cache(maxsize=4)
+def _relation_index(root: str, split: str) -> tuple[dict, set]:
+    """Rows grouped by relation, and every (relation, subject, object) fact, to keep swapped pairs false."""
+    by_rel: dict[str, list[tuple[str, str]]] = {}
+    for rel, s, o, _ in _relations(root, split):
+        by_rel.setdefault(rel, []).append((s, o))
+    return by_rel, {(rel, s, o) for rel, rows in by_rel.items() for s, o in rows}
+
+
+def _entity_pair(rng: random.Random, tok, split: str, root: str) -> Pair:
+    by_rel, facts = _relation_index(root, split)
+    for _ in range(_TRIES):
+        rel = rng.choice(sorted(by_rel))
+        (s1, x), (s2, y) = rng.choice(by_rel[rel]), rng.choice(by_rel[rel])
+        if x != y and (rel, s1, y) not in facts and (rel, s2, x) not in facts:
+            a, b = tokenize_text(tok, s1), tokenize_text(tok, s2)
+            return ((a, list(range(len(a)))), (b, list(range(len(b)))), rng.choice(RELATION_QUESTIONS[rel]), x, y,
+                    f"relations/{rel}")
+    raise InputError("no two relation subjects with different objects: restore classification/relations")
+
+
+def _persona_pair(rng: random.Random, tok, split: str, root: str) -> Pair:
+    rows = _personas(root, split)
+    for _ in range(_TRIES):
+        attr = rng.choice(sorted(PERSONA_QUESTIONS))
+        p, q = rng.choice(rows), rng.choice(rows)
+        if p[attr] != q[attr]:
+            a, b = tokenize_text(tok, persona_text(p)), tokenize_text(tok, persona_text(q))
+            return ((a, list(range(len(a)))), (b, list(range(len(b)))), rng.choice(PERSONA_QUESTIONS[attr]),
+                    p[attr], q[attr], "personaqa")
+    raise InputError("PersonaQA has no two personas that differ: restore personaqa/ in shared/data")
+
+
+@lru_cache(maxsize=4)
+def _mention_docs(root: str, split: str) -> tuple[tuple[str, str], ...]:
+    docs = []
+    for source in ("wikitext2", "tinyshakespeare"):
+        name, texts = text_documents(source, split, root)
+        docs += [(name, t) for t in texts]
+    return tuple(docs)
+
+
+def _mention_pair(rng: random.Random, tok, split: str, root: str) -> Pair:
+    """Two text windows, X a content word only the first holds, Y one only the second holds."""
+    docs = _mention_docs(root, split)
+    for _ in range(_TRIES):
+        (name, doc_a), (_, doc_b) = rng.choice(docs), rng.choice(docs)
+        a, b = text_window(rng, tok, doc_a, MENTION_TOKENS), text_window(rng, tok, doc_b, MENTION_TOKENS)
+        words_a, words_b = (content_words(decode(tok, ids).replace("<unk>", " ")) for ids in (a, b))
+        only_a = sorted(w for w in words_a - words_b if not names_unseen_concept(w))
+        only_b = sorted(w for w in words_b - words_a if not names_unseen_concept(w))
+        if only_a and only_b:
+            return ((a, list(range(len(a)))), (b, list(range(len(b)))), rng.choice(MENTION_QUESTIONS),
+                    rng.choice(only_a), rng.choice(only_b), f"mention/{name}")
+    raise InputError("no two text windows with distinct content words: restore text/ in shared/data")
+
+
+MENTION_TOKENS = 24
+_PAIR_SAMPLERS: dict[str, Callable[..., Pair]] = {"word": _word_pair, "class": _class_pair, "entity": _entity_pair,
+                                                  "persona": _persona_pair, "mention": _mention_pair}
+SWAP_KIND_WEIGHTS = {"word": 0.2, "class": 0.2, "entity": 0.2, "persona": 0.15, "mention": 0.15, "nothing": 0.10}
+
+
+def _swapped(pair: Pair) -> list[Item]:
+    (a, b, template, x, y, dataset) = pair
+    return [(*side, template.format(concept), answer, dataset)
+            for side, concept, answer in ((a, x, True), (a, y, False), (b, x, False), (b, y, True))]
+
 
 def build_verify(
     tokenizer,
@@ -185,20 +283,26 @@ def build_verify(
     split: str = "train",
     *,
     kinds: Optional[dict[str, float]] = None,
+    swap: bool = False,
 ) -> list[OracleExample]:
-    """``n`` verification examples over ``kinds`` (weights; default :data:`KIND_WEIGHTS`), Yes/No balanced
-    within each kind except ``nothing`` (always No)."""
+    """``n`` verification examples over ``kinds`` (weights; default :data:`KIND_WEIGHTS`, or
+    :data:`SWAP_KIND_WEIGHTS` with ``swap``), Yes/No balanced within each kind except ``nothing`` (always No).
+    ``swap``: every kind but ``nothing`` comes as swapped pairs (four examples per pair, see ``_swapped``)."""
     n, split = check_n(n), check_split(split)
-    weights = dict(KIND_WEIGHTS if kinds is None else kinds)
-    bad = sorted(set(weights) - set(_SAMPLERS))
+    weights = dict((SWAP_KIND_WEIGHTS if swap else KIND_WEIGHTS) if kinds is None else kinds)
+    known = set(_SAMPLERS) | (set(_PAIR_SAMPLERS) if swap else set())
+    bad = sorted(set(weights) - known)
     if bad:
-        raise InputError(f"unknown verification kind(s) {bad}: use {', '.join(_SAMPLERS)}")
+        raise InputError(f"unknown verification kind(s) {bad}: use {', '.join(sorted(known))}")
     root = str(resolve_data_dir(data_dir))
     out: list[OracleExample] = []
     for kind, count in (allocate(n, weights) if n else {}).items():
         rng = make_rng(seed, f"{FAMILY}:{kind}:{split}")
-        for want_yes in balanced_bools(rng, count):
-            ids, positions, question, is_yes, dataset = _SAMPLERS[kind](rng, tokenizer, want_yes, split, root)
+        if swap and kind in _PAIR_SAMPLERS:
+            items = [it for _ in range(-(-count // 4)) for it in _swapped(_PAIR_SAMPLERS[kind](rng, tokenizer, split, root))]
+        else:
+            items = [_SAMPLERS[kind](rng, tokenizer, want_yes, split, root) for want_yes in balanced_bools(rng, count)]
+        for ids, positions, question, is_yes, dataset in items[:count]:
             if names_unseen_concept(question):
                 raise InputError(f"verification question {question!r} names an unseen concept")  # filtered above
             out.append(OracleExample(FAMILY, list(ids), list(positions), -1, YES_NO_PREFIX + question,
