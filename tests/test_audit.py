@@ -358,6 +358,24 @@ def test_word_vocab_on_the_real_tokenizer(lm):
     assert int(vocab.index_V[the]) == -1
 
 
+def test_whole_words_of_the_embedded_model_drop_word_initial_pieces(lm, tmp_path, monkeypatch):
+    """The base model's own reading keeps the secrets and common words and drops the word-initial pieces the demo
+    used to print as candidates; the verdicts are cached, and a ranking keeps whole words only."""
+    import oracle.audit.whole_words as ww
+
+    monkeypatch.setattr(ww, "_cache_path", lambda lm: tmp_path / "whole.json")
+    monkeypatch.setattr(ww, "_VERDICTS", {})
+    words = ["moon", "book", "gold", "salt", "voice", "remember", "english"]
+    pieces = ["scient", "hom", "mer", "ang", "absol", "dismant"]
+    assert ww.judge_words(lm, words + pieces) == {**{w: True for w in words}, **{p: False for p in pieces}}
+    assert json.loads((tmp_path / "whole.json").read_text())["scient"] is False
+    vocab = WordVocab.build(lm.tokenizer)
+    probs = torch.zeros(len(lm.tokenizer))
+    for i, w in enumerate(["scient", "moon", "hom", "book"]):
+        probs[lm.tokenizer.encode(" " + w, add_special_tokens=False)[0]] = 0.4 - 0.1 * i
+    assert [w["word"] for w in ww.rank_whole_words(probs, lm, vocab, top_k=4)["top_words"]] == ["moon", "book"]
+
+
 def test_audit_prompts_are_built_in_deterministic_and_balanced(tmp_path):
     a, b = audit_prompts(40), audit_prompts(40)
     assert a == b and len(a) == 40

@@ -50,7 +50,8 @@ from .target import (
     check_target_adapter,
     embedded_identity,
 )
-from .words import WordVocab, rank_words, words_in
+from .whole_words import rank_whole_words
+from .words import WordVocab, words_in
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +212,7 @@ def run_audit(config: AuditConfig, lm: LoadedModel | None = None) -> dict:
             bar.set_postfix_str(name)
             t = time.perf_counter()
             out = runners[name]()
-            ranked = rank_words(out.probs_V, vocab, echoes, config.top_k)
+            ranked = rank_whole_words(out.probs_V, lm, vocab, echoes, config.top_k)
             seconds = round(time.perf_counter() - t, 3)
             methods[name] = {
                 "description": DESCRIPTIONS[name], **ranked, "secret_found": ranked["confidence"] >= config.threshold,

@@ -87,7 +87,8 @@ class WordVocab:
         """Decode every token id once (about 0.2 s for a 49k vocabulary).
 
         A word counts only if some token spells it with a leading space (a word-initial token), so
-        word pieces such as ``plementary`` or ``ings`` never rank as candidate secrets.
+        word pieces such as ``plementary`` or ``ings`` never rank as candidate secrets (word-initial pieces
+        such as ``scient`` leave through :meth:`drop`, see :mod:`oracle.audit.whole_words`).
         """
         n = int(vocab_size if vocab_size is not None else len(tokenizer))
         decoded = [(i, tokenizer.decode([i])) for i in range(n)]
@@ -104,6 +105,18 @@ class WordVocab:
                 words.append(w)
             index[i] = where[w]
         return cls(words, index)
+
+    def drop(self, words: Iterable[str]) -> None:
+        """Take ``words`` out: their tokens map to no word from now on.
+
+        Example:
+            >>> vocab = WordVocab(["moon", "scient"], torch.tensor([0, 1, 1, -1]))
+            >>> vocab.drop(["scient"]); vocab.index_V.tolist()
+            [0, -1, -1, -1]
+        """
+        rows = [i for i, w in enumerate(self.words) if w in set(words)]
+        if rows:
+            self.index_V[torch.isin(self.index_V, torch.tensor(rows, dtype=torch.long))] = -1
 
 
 def rank_words(probs_V: torch.Tensor, vocab: WordVocab, echoes: Iterable[str] = (), top_k: int = 20) -> dict:
