@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-from hooks.capture_job import CaptureConfig, check_out_folder, run_capture
+from hooks.capture_job import CaptureConfig, check_capture_target, run_capture
 from hooks.positions import GRAMMAR
 from hooks.store import ActivationStore
-from hooks.texts import load_texts
+from hooks.texts import read_documents
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layers", default="25%,50%,75%", help="indices, negative indices, percents or blocks.N.hook_resid_post")
     p.add_argument("--out", required=True, help="store folder")
     p.add_argument("--positions", default="all", help=f"tokens to keep: {GRAMMAR} (default: all)")
-    p.add_argument("--max-length", type=int, default=512)
+    p.add_argument("--max-length", type=int, default=512,
+                   help="cut documents at this many tokens (never past the model's context; a cut is reported)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-batch-tokens", type=int, default=4096)
     p.add_argument("--padding-side", default="right", choices=["left", "right"])
@@ -47,10 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _capture(args: argparse.Namespace) -> int:
-    from hooks.errors import StoreError
     from hooks.layers import resolve_layers
     from hooks.models import load_model
-    from hooks.store import MANIFEST
 
     cfg = CaptureConfig(
         out=args.out, model=args.model, adapter=args.adapter, layers=args.layers, positions=args.positions,
@@ -61,13 +59,13 @@ def _capture(args: argparse.Namespace) -> int:
     )
     # Every check that needs no model runs first, and nothing is written before the store opens:
     # bad input leaves no folder and no file behind.
-    texts = load_texts(args.texts)
-    check_out_folder(Path(cfg.out), cfg.force)
-    if (Path(cfg.out) / MANIFEST).exists() and not cfg.resume:
-        raise StoreError(f"{cfg.out} already holds a store: pass --resume to continue it, or choose another --out")
+    text_file = read_documents(args.texts)
+    plain = None if text_file.has_chats else text_file.texts()   # chats need the model's chat template
+    check_capture_target(cfg, plain, text_file.name)
     lm = load_model(cfg.model, adapter=cfg.adapter, dtype=cfg.model_dtype, device=cfg.device)
     resolve_layers(cfg.layers, lm.n_layers)
-    res = run_capture(cfg, texts, lm=lm, progress=True)
+    texts = plain if plain is not None else text_file.texts(lm.tokenizer)
+    res = run_capture(cfg, texts, lm=lm, progress=True, source=text_file.name)
     who = f"rank {res.rank}/{res.world_size}: " if res.world_size > 1 else ""
     done = f"{res.n_docs} docs" if res.world_size == 1 else f"its shards of {res.n_docs} docs"
     print(f"{who}captured {done} ({res.skipped_docs} already done), {res.n_tokens_forward:,} tokens forward, "
@@ -76,19 +74,26 @@ def _capture(args: argparse.Namespace) -> int:
     if res.rank == 0:
         store = ActivationStore(res.out)
         print(f"store {res.out}: {store.n_docs} docs, {store.n_tokens:,} rows, d_model {store.d_model}, "
-              f"dtype {store.dtype}, {len(store.manifest['shards'])} shards")
+              f"dtype {store.dtype}, {len(store.info.shards)} shards")
     return 0
 
 
 def _info(args: argparse.Namespace) -> int:
     store = ActivationStore(args.path)
-    m = store.manifest
-    size = sum((store.path / s["file"]).stat().st_size for s in m["shards"] if (store.path / s["file"]).exists())
-    print(f"store      {store.path}")
-    print(f"model      {m['model_spec']} (weights {m['weights_hash'][:12]}), tokenizer {m['tokenizer']}")
-    print(f"layers     {m['layers']}  d_model {m['d_model']}  dtype {m['dtype']}")
-    print(f"documents  {store.n_docs}  rows {store.n_tokens:,}  shards {len(m['shards'])}  size {size / 2**20:.1f} MiB")
-    print(f"options    {json.dumps(m['capture_options'], sort_keys=True)}")
+    m = store.info
+    size = sum((store.path / s.file).stat().st_size for s in m.shards if (store.path / s.file).is_file())
+    print(f"store      {store.path} (format v{m.format_version})")
+    print(f"model      {m.model_spec} (weights {m.weights_hash[:12]}), tokenizer {m.tokenizer}")
+    print(f"layers     {list(m.layers)}  d_model {m.d_model}  dtype {m.dtype}")
+    print(f"documents  {store.n_docs}  rows {store.n_tokens:,}  shards {len(m.shards)}  size {size / 2**20:.1f} MiB")
+    if m.texts is not None:
+        t = m.texts
+        print(f"texts      {t.describe()}, cut at {t.max_tokens:,} tokens: {t.cut_docs} "
+              f"{'doc' if t.cut_docs == 1 else 'docs'} cut, {t.cut_tokens:,} tokens dropped")
+    print(f"options    {json.dumps(m.capture_options, sort_keys=True)}")
+    if m.bad_entries:
+        print(f"damaged    {len(m.bad_entries)} shard entries of the manifest do not parse: run `ao store verify "
+              f"{store.path}`")
     return 0
 
 
@@ -100,5 +105,5 @@ def _verify(args: argparse.Namespace) -> int:
             print(f"BAD  {p}")
         print(f"{len(problems)} problem(s) in {store.path}; the other shards read fine")
         return 1
-    print(f"OK   {len(store.manifest['shards'])} shards, {store.n_docs} docs, {store.n_tokens:,} rows in {store.path}")
+    print(f"OK   {len(store.info.shards)} shards, {store.n_docs} docs, {store.n_tokens:,} rows in {store.path}")
     return 0

@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Optional
 
 DEFAULT_ORGANISM = "checkpoints/organisms/taboo-moon"
+NO_DATA_NOTE = ("no audit data here (`ao data fetch audit` gets it): the audit draws its prompts from its 32 built-in "
+                "ones only and oracle_diff reads those instead of WikiText, so the table differs from the README's")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,6 +23,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.set_defaults(func=_demo)
 
 
+def _has_audit_data(explicit: Optional[str]) -> bool:
+    """Whether the data folder holds what the audit reads when it is there (the taboo test prompts and WikiText)."""
+    from hooks.errors import InputError
+    from hooks.paths import data_dir
+
+    from oracle.audit.prompts import DATA_FILES
+
+    try:
+        root = data_dir(explicit)
+    except InputError:
+        return False
+    return all((root / rel).is_file() for rel in (*DATA_FILES.values(), "text/wikitext2_test.txt"))
+
+
 def _demo(args) -> int:
     from hooks.errors import InputError
 
@@ -31,6 +48,8 @@ def _demo(args) -> int:
     if not (organism / "adapter_model.safetensors").is_file():
         raise InputError(f"no organism adapter at {organism}: pass --organism checkpoints/organisms/<name>")
     t = time.time()
+    if not _has_audit_data(args.data_dir):
+        print(f"note: {NO_DATA_NOTE}")
     print(f"auditing {organism.name} with {oracle.name} on {args.n_prompts} prompts (7 methods)...", flush=True)
     report = run_audit(AuditConfig(target=str(organism), oracle=str(oracle), out=args.out, n_prompts=args.n_prompts,
                                    data_dir=args.data_dir, device=args.device, progress=True))

@@ -29,8 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--no-eval", action="store_true", help="skip held-out checks during training")
     t.add_argument("--eval-examples-per-skill", type=int, default=16,
                    help="unseen items per reading-suite row in the in-training checks (default: %(default)s)")
-    t.set_defaults(func=_train, resume_hint="the run was saved at its last step; rerun the same command to resume "
-                                            "from there")
+    t.set_defaults(func=_train, resume_hint=_train_resume_hint)
 
     a = sub.add_parser("ask", help="ask the oracle a question about a text's activations",
                        description="Ask an oracle (a checkpoint folder with oracle.json, or a bare PEFT adapter such "
@@ -101,6 +100,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=_calibrate)
 
 
+def _train_resume_hint(args: argparse.Namespace) -> str:
+    """What Ctrl-C left: a checkpoint to resume from, or nothing yet."""
+    from oracle.train_checkpoint import TRAIN_STATE
+
+    if (Path(args.out) / TRAIN_STATE).exists():
+        return "the run was saved at its last step; rerun the same command to resume from there"
+    return "nothing was saved yet (the run stopped before its first checkpoint); rerun the same command to start again"
+
+
 def _train(args: argparse.Namespace) -> int:
     kwargs = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name not in ("mix", "skills")}
     for name, example in (("mix", '{"reading":0.8,"context_prediction":0.2}'), ("skills", '{"word_at":1.0}')):
@@ -144,6 +152,13 @@ def _ask(args: argparse.Namespace) -> int:
     if cands is not None and len(cands) < 2:   # before the (slow) model load
         raise InputError(f"--choices needs at least two candidate answers separated by '|', got {args.choices!r}")
     pos = parse_positions(args.positions)
+    if args.max_new_tokens < 1:
+        raise InputError(f"--max-new-tokens must be at least 1, not {args.max_new_tokens}")
+    if not args.untrained:
+        from hooks.models import check_oracle_folder
+
+        check_oracle_folder(args.oracle)   # before the (slow) model load
+    overrides = overrides_from_args(args)
     check_threshold("--min-confidence", args.min_confidence)
     check_threshold("--min-sensitivity", args.min_sensitivity)
     if (args.abstain or args.details) and args.untrained or args.abstain and args.yes_prob:
@@ -162,7 +177,7 @@ def _ask(args: argparse.Namespace) -> int:
         oracle.set_target(args.target_adapter)
     else:
         oracle = Oracle.load(args.oracle, target_adapter=args.target_adapter, device=args.device, dtype=args.dtype,
-                             overrides=overrides_from_args(args))
+                             overrides=overrides)
     if args.yes_prob and args.details:
         yn = oracle.yes_probability(args.text, args.question, layer=args.layer, positions=pos, diff=args.diff,
                                     details=True)
@@ -213,7 +228,10 @@ def _calibrate(args: argparse.Namespace) -> int:
 
     from oracle.card import has_card
 
+    from hooks.outputs import check_output_path
+
     cfg = CalibrationConfig(n=args.n, target_precision=args.target_precision, data_dir=args.data_dir)
+    check_output_path(args.oracle, flag="--oracle")   # calibration.json is written into it
     if not has_card(args.oracle):
         raise InputError(f"{args.oracle} has no oracle.json: calibrate a checkpoint folder made by `ao train`")
     oracle = Oracle.load(args.oracle, device=args.device)
@@ -276,6 +294,9 @@ def _suite_written(args: argparse.Namespace, card_key: str, results: dict, md: P
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from hooks.outputs import check_output_path
+
+    check_output_path(args.out if args.out else Path(args.oracle) / "eval")
     if args.sets and args.suite != "unseen":
         raise InputError("--sets picks unseen sets: add --suite unseen (or drop --sets)")
     if args.suite == "unseen":

@@ -18,7 +18,7 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--include-train-families", action="store_true",
                    help="also benchmark a few training families (sst2, gmt/cities)")
     p.add_argument("--n", type=int, default=200, help="balanced examples per dataset (half test, half train pool)")
-    p.add_argument("--data-dir", default=None, help="shared data folder (default: $AO_DATA_DIR or ../shared/data)")
+    p.add_argument("--data-dir", default=None, help="shared data folder (default: `ao data where`)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
 

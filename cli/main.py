@@ -11,6 +11,7 @@ import sys
 from typing import Optional, Sequence
 
 from hooks.errors import AOError
+from hooks.quiet import quiet_third_party
 
 # Modules that add subcommands; a module missing here is skipped (optional features).
 COMMAND_MODULES = (
@@ -21,12 +22,14 @@ COMMAND_MODULES = (
     "cli.cmd_organism",
     "cli.cmd_audit",
     "cli.cmd_demo",
+    "cli.cmd_data",
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ao", description="Activation oracles: capture, train, ask, probe, audit.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log at INFO level, and show third-party warnings and model-loader progress bars")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -49,13 +52,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help()
         return 2
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not args.verbose:
+        quiet_third_party()   # a clean terminal: the project's own output and progress bars only
     try:
         rc = args.func(args)
     except AOError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:   # Ctrl-C: one line saying how to pick the work up again
-        print(f"interrupted: {getattr(args, 'resume_hint', 'nothing was saved')}", file=sys.stderr)
+        hint = getattr(args, "resume_hint", "nothing was saved")
+        print(f"interrupted: {hint(args) if callable(hint) else hint}", file=sys.stderr)
         return 130
     return int(rc or 0)
 

@@ -1,7 +1,13 @@
 """One capture job: texts -> tokenized documents -> length-sorted batches -> HDF5 store (resumable,
-data-parallel under ``accelerate launch``)."""
+data-parallel under ``accelerate launch``).
+
+Every check runs before anything is written: :func:`check_capture_target` (no model needed: the output path, the
+folder, an existing store, the texts a resumed store was made from) and then, once the texts are tokenized, the
+positions against every document. A refusal leaves no new folder behind.
+"""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -13,13 +19,18 @@ from typing import Optional, Sequence
 import torch
 
 from .capture import BACKENDS, capture_documents, default_workers
-from .positions import parse_positions
+from .positions import parse_positions, select_positions
 from .dtypes import pad_token_id
 from .progress import progress_bar
 from .errors import InputError, StoreError
 from .layers import resolve_layers
+from .lengths import Cut, cut_to_length, model_context, report_cut
 from .models import LoadedModel, load_model, parse_dtype
+from .outputs import check_output_path, removed_on_failure
 from .store import DTYPES, MANIFEST, ActivationStore, DocActs, StoreWriter, is_store_file, merge_manifests
+from .store_format import normalize_json
+from .store_manifest import TextsRecord, read_manifest, texts_digest, tokens_digest
+from .store_writer import check_same_texts, check_same_tokens
 from .texts import check_texts
 
 log = logging.getLogger(__name__)
@@ -96,21 +107,62 @@ class CaptureResult:
         return self.n_tokens_forward / max(self.seconds, 1e-9)
 
 
-def tokenize_texts(lm: LoadedModel, texts: Sequence[str], max_length: int, add_special_tokens: bool = True) -> list[list[int]]:
-    """Token ids of each text, truncated to ``max_length``."""
+def tokenize_documents(lm: LoadedModel, texts: Sequence[str], add_special_tokens: bool = True) -> list[list[int]]:
+    """Every token id of each text (nothing cut)."""
     check_texts(list(texts))
     tok = lm.tokenizer
-    out = []
-    for t in texts:
-        ids = tok(t, add_special_tokens=add_special_tokens)["input_ids"]
-        out.append(list(ids[:max_length]))
-    return out
+    return [list(tok(t, add_special_tokens=add_special_tokens)["input_ids"]) for t in texts]
+
+
+def tokenize_texts(lm: LoadedModel, texts: Sequence[str], max_length: int, add_special_tokens: bool = True) -> list[list[int]]:
+    """Token ids of each text, cut at ``max_length`` and never past the model's context (a cut is logged)."""
+    kept, cut = cut_to_length(tokenize_documents(lm, texts, add_special_tokens), max_length, model_context(lm.model))
+    report_cut(cut)
+    return kept
+
+
+def check_positions(docs_tokens: Sequence[Sequence[int]], positions) -> None:
+    """Refuse positions that fall outside, or select nothing of, any document (naming the first such text)."""
+    for i, ids in enumerate(docs_tokens):
+        try:
+            select_positions(len(ids), positions)
+        except InputError as e:
+            raise InputError(f"text {i}: {e}") from None
 
 
 def _dist_info() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     return rank, world
+
+
+def check_capture_target(config: CaptureConfig, texts: Optional[Sequence[str]] = None,
+                         source: Optional[str] = None) -> Path:
+    """Every check of a capture that needs no model, before any work: ``--out`` is a place a store can go (not a
+    file, not below one, not a system folder, not among other files), holds no store unless resuming, and a
+    resumed store was made from these ``texts`` (skipped when ``None``: chats are rendered only once the model's
+    tokenizer is loaded, and the writer checks again). Returns ``--out`` as a path.
+
+    Example:
+        >>> check_capture_target(CaptureConfig(out="/proc/store"))    # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        hooks.errors.InputError: --out /proc/store lies in the system folder /proc: choose a folder of your own
+    """
+    out = check_output_path(config.out, flag="--out")
+    check_out_folder(out, config.force)
+    manifest = out / MANIFEST
+    if _dist_info()[1] == 1 and manifest.exists() and not config.resume:
+        raise StoreError(f"{out} already holds a store: pass --resume to continue it, or choose another --out")
+    if texts is not None and config.resume and manifest.is_file():
+        old = read_manifest(manifest)
+        if old.format_version >= 2:
+            check_same_texts(out, old.texts, _texts_record(texts, source, Cut(config.max_length, 0, 0)))
+    return out
+
+
+def _texts_record(texts: Sequence[str], source: Optional[str], cut: Cut) -> TextsRecord:
+    return TextsRecord(source=source, n_docs=len(texts), sha256=texts_digest(texts), max_tokens=cut.max_tokens,
+                       cut_docs=cut.n_docs, cut_tokens=cut.n_tokens)
 
 
 def check_out_folder(out: Path, force: bool = False) -> None:
@@ -129,8 +181,10 @@ def run_capture(
     texts: Sequence[str],
     lm: Optional[LoadedModel] = None,
     progress: bool = False,
+    source: Optional[str] = None,
 ) -> CaptureResult:
-    """Capture ``texts`` into the store at ``config.out``; resumes when ``config.resume``.
+    """Capture ``texts`` into the store at ``config.out``; resumes when ``config.resume``. ``source`` names the
+    text file they came from (recorded in the manifest; a resume with other texts is refused, naming both).
 
     Under ``accelerate launch`` (``WORLD_SIZE`` > 1) each process writes its own shards and rank 0
     merges the manifests at the end.
@@ -141,25 +195,34 @@ def run_capture(
     texts = list(texts)
     check_texts(texts)
     rank, world = _dist_info()
-    check_out_folder(Path(config.out), config.force)
+    out = check_capture_target(config, texts, source)
     if lm is None:
         lm = load_model(config.model, adapter=config.adapter, dtype=config.model_dtype, device=config.device)
     layers = resolve_layers(config.layers, lm.n_layers)
-    out = Path(config.out)
-    if world == 1 and (out / MANIFEST).exists() and not config.resume:
-        raise StoreError(f"{out} already holds a store: pass --resume to continue it, or choose another --out")
+    docs_tokens, cut = cut_to_length(tokenize_documents(lm, texts, config.add_special_tokens), config.max_length,
+                                     model_context(lm.model))
+    check_positions(docs_tokens, config.positions)   # every text, before anything is written
     if config.resume and (out / MANIFEST).exists():
-        ActivationStore(out).check_model(lm.weights_hash, config.model)
-    docs_tokens = tokenize_texts(lm, texts, config.max_length, config.add_special_tokens)
+        existing = ActivationStore(out)
+        existing.check_model(lm.weights_hash, config.model)
+        same_settings = (existing.info.tokenizer == lm.tokenizer_name
+                         and existing.info.capture_options == normalize_json(config.store_options()))
+        if same_settings:   # otherwise the writer names the setting that differs
+            check_same_tokens(out, [e.to_json() for e in existing.info.shards], docs_tokens)
     pad_id = pad_token_id(lm.tokenizer)
     writer_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[config.store_dtype]
     workers = config.workers or default_workers(lm.device, config.backend)
     started = time.perf_counter()
     n_fwd = n_rows = 0
-    with StoreWriter(out, model_spec=config.model, weights_hash=lm.weights_hash,
-                     tokenizer_name=lm.tokenizer_name, d_model=lm.d_model,
-                     layers=layers, dtype=config.store_dtype, capture_options=config.store_options(),
-                     docs_per_shard=config.docs_per_shard, resume=config.resume, rank=rank, world_size=world) as writer:
+    # A refusal while opening leaves no new folder behind (one process only: ranks share the folder).
+    with removed_on_failure(out) if world == 1 else contextlib.nullcontext():
+        writer = StoreWriter(out, model_spec=config.model, weights_hash=lm.weights_hash,
+                             tokenizer_name=lm.tokenizer_name, d_model=lm.d_model, layers=layers,
+                             dtype=config.store_dtype, capture_options=config.store_options(),
+                             docs_per_shard=config.docs_per_shard, resume=config.resume, rank=rank, world_size=world,
+                             texts=_texts_record(texts, source, cut))
+    with writer:
+        report_cut(cut)   # once the job is sure to run: a refusal above stays one line
         pending = writer.pending_shards(len(docs_tokens))
         todo_docs = sum(stop - start for _, start, stop in pending)
         skipped = len(docs_tokens) - todo_docs if world == 1 else 0
@@ -177,7 +240,8 @@ def run_capture(
                     on_batch=on_batch, workers=workers,
                 )
                 writer.write_shard(shard_index, start,
-                                   [DocActs(c.tokens.numpy(), c.positions.numpy(), c.acts) for c in caps])
+                                   [DocActs(c.tokens.numpy(), c.positions.numpy(), c.acts) for c in caps],
+                                   tokens_sha256=tokens_digest(docs_tokens[start:stop]))
                 n_fwd += sum(len(d) for d in docs_tokens[start:stop])
                 n_rows += sum(len(c.tokens) for c in caps)
         finally:

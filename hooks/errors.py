@@ -25,3 +25,7 @@ class StoreError(AOError):
 
 class CheckpointError(AOError):
     """An oracle, probe or organism checkpoint is missing, unsafe or for another model."""
+
+
+class DataError(AOError):
+    """The public data could not be fetched, or a data folder does not match the registry."""

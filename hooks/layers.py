@@ -103,10 +103,12 @@ def resolve_layer(spec: LayerSpec, num_layers: int) -> int:
         >>> resolve_layer("50%", 30), resolve_layer(-1, 30), resolve_layer("blocks.3.hook_resid_post", 30)
         (15, 29, 3)
     """
-    raw = spec
+    raw = _Shown(spec)
     if isinstance(spec, str):
         s = spec.strip()
-        m = _TL_NAME.match(s)
+        m = _TL_NAME.fullmatch(s)
+        if m and len(m.group(1)) > 18:
+            raise LayerError(f"layer {raw!r} is out of range: the model has {num_layers} layers (0..{num_layers - 1})")
         if m:
             idx = int(m.group(1))
         elif s.endswith("%"):
@@ -133,6 +135,21 @@ def resolve_layer(spec: LayerSpec, num_layers: int) -> int:
     if not 0 <= idx < num_layers:
         raise LayerError(f"layer {raw!r} is out of range: the model has {num_layers} layers (0..{num_layers - 1})")
     return idx
+
+
+class _Shown(str):
+    """A layer spec as messages show it: its ``repr``, cut to a readable length."""
+
+    def __new__(cls, spec: object) -> "_Shown":
+        try:
+            shown = repr(spec)
+        except ValueError:   # an int of more digits than Python prints
+            shown = "<a number of over 4300 digits>"
+        return super().__new__(cls, shown)
+
+    def __repr__(self) -> str:
+        r = str(self)
+        return r if len(r) <= 60 else r[:57] + "..."
 
 
 def resolve_layers(specs: Union[LayerSpec, Iterable[LayerSpec]], num_layers: int) -> list[int]:

@@ -15,6 +15,7 @@ from typing import Iterator, Optional, Union
 import torch
 from torch import nn
 
+from . import quiet
 from .dtypes import parse_dtype  # noqa: F401  (re-exported: hooks.models.parse_dtype)
 from .errors import CheckpointError, ModelLoadError
 from .layers import decoder_layers
@@ -333,8 +334,9 @@ def load_model(
     model = tokenizer = None
     if gguf is not None and _cache_complete(cache):
         try:
-            tokenizer = AutoTokenizer.from_pretrained(str(cache))
-            model = AutoModelForCausalLM.from_pretrained(str(cache), **kwargs)
+            with quiet.loading():
+                tokenizer = AutoTokenizer.from_pretrained(str(cache))
+                model = AutoModelForCausalLM.from_pretrained(str(cache), **kwargs)
         except Exception as e:  # noqa: BLE001 - a damaged cache: fall back to the GGUF file
             log.warning("the model cache %s is unreadable (%s): loading %s instead", cache, e, gguf)
             model = tokenizer = None
@@ -349,8 +351,9 @@ def load_model(
                 kwargs["local_files_only"] = True
         tok_kwargs = {k: v for k, v in kwargs.items() if k in ("gguf_file", "trust_remote_code", "local_files_only")}
         try:
-            tokenizer = AutoTokenizer.from_pretrained(source, **tok_kwargs)
-            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+            with quiet.loading():
+                tokenizer = AutoTokenizer.from_pretrained(source, **tok_kwargs)
+                model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
         except (OSError, ValueError, KeyError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ModelLoadError(
@@ -395,6 +398,36 @@ def check_adapter_folder(path: Union[str, Path]) -> dict:
     except ValueError as e:
         raise CheckpointError(f"{folder / 'adapter_config.json'} is not valid JSON ({e}): restore the adapter "
                               f"folder") from None
+
+
+#: the file that marks each kind of adapter folder (a bare PEFT adapter has neither)
+ORACLE_CARD_FILE, ORGANISM_CARD_FILE = "oracle.json", "organism.json"
+
+
+def folder_kind(path: Union[str, Path]) -> str:
+    """What an adapter folder is: ``"organism"`` (``organism.json``: a fine-tuned model to audit), ``"oracle"``
+    (``oracle.json``), or ``"adapter"`` (a bare PEFT adapter, such as a published oracle).
+
+    Example:
+        >>> folder_kind("checkpoints/oracle-smollm2-135m"), folder_kind("checkpoints/organisms/benign")
+        ('oracle', 'organism')
+    """
+    folder = Path(path)
+    if (folder / ORGANISM_CARD_FILE).is_file():
+        return "organism"
+    return "oracle" if (folder / ORACLE_CARD_FILE).is_file() else "adapter"
+
+
+ORACLE_HINT = "pass it as --target-adapter (the model to audit) and an oracle folder as --oracle"
+
+
+def check_oracle_folder(path: Union[str, Path], hint: str = ORACLE_HINT) -> dict:
+    """:func:`check_adapter_folder`, refusing a model organism taken for an oracle (its adapter would answer with
+    the organism's own chat, not read activations)."""
+    cfg = check_adapter_folder(path)
+    if folder_kind(path) == "organism":
+        raise CheckpointError(f"{path} is a model organism ({ORGANISM_CARD_FILE}), not an oracle: {hint}")
+    return cfg
 
 
 def check_safetensors_file(path: Union[str, Path]) -> None:

@@ -1,4 +1,8 @@
-"""Where the shared public data lives (never copied into the repo)."""
+"""Where the shared public data lives (never copied into the repo): the one resolver every command uses.
+
+Order: an explicit folder (``--data-dir``), ``$AO_DATA_DIR``, ``../shared/data`` beside the repository, then the
+user's data folder (the platform's user cache, where ``ao data fetch`` puts the files).
+"""
 from __future__ import annotations
 
 import os
@@ -8,17 +12,49 @@ from typing import Optional, Union
 from .errors import InputError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+ENV_DIR = "AO_DATA_DIR"
+FETCH_HINT = "run `ao data fetch` to download the public data (or pass --data-dir / set AO_DATA_DIR)"
+
+
+def repo_data_dir() -> Path:
+    """``../shared/data`` beside the repository (the workspace's copy)."""
+    return REPO_ROOT.parent / "shared" / "data"
+
+
+def user_data_dir() -> Path:
+    """The user's data folder: ``$AO_CACHE_DIR/data`` when set (the model cache's root too), else
+    ``<user cache>/activation-oracles/data`` (``~/.cache/activation-oracles/data`` on Linux)."""
+    root = os.environ.get("AO_CACHE_DIR")
+    if root:
+        return Path(root).expanduser() / "data"
+    from platformdirs import user_cache_path
+
+    return user_cache_path("activation-oracles", appauthor=False) / "data"
+
+
+def fetch_dir(explicit: Optional[Union[str, Path]] = None) -> Path:
+    """Where ``ao data fetch`` writes: ``explicit``, else ``$AO_DATA_DIR``, else :func:`user_data_dir` (never the
+    workspace's ``../shared/data``). The folder need not exist yet."""
+    return Path(explicit or os.environ.get(ENV_DIR) or user_data_dir()).expanduser()
 
 
 def data_dir(explicit: Optional[Union[str, Path]] = None) -> Path:
-    """The shared data folder: ``explicit``, else ``$AO_DATA_DIR``, else ``../shared/data`` beside the repo.
+    """The data folder: ``explicit``, else ``$AO_DATA_DIR``, else ``../shared/data`` beside the repo, else the
+    user's data folder. A folder named by the first two must exist; an InputError names ``ao data fetch``.
 
     Example:
         >>> data_dir().name
         'data'
     """
-    candidate = explicit or os.environ.get("AO_DATA_DIR") or REPO_ROOT.parent / "shared" / "data"
-    path = Path(candidate).expanduser()
-    if not path.is_dir():
-        raise InputError(f"no data folder at {path}: pass --data-dir or set AO_DATA_DIR to the shared/data folder")
-    return path
+    named = explicit or os.environ.get(ENV_DIR)
+    if named:
+        path = Path(named).expanduser()
+        if not path.is_dir():
+            how = "--data-dir" if explicit else ENV_DIR
+            raise InputError(f"no data folder at {path} (from {how}): run `ao data fetch --data-dir {path}` to "
+                             f"download the public data there, or point {how} at a shared/data folder")
+        return path
+    for path in (repo_data_dir(), user_data_dir()):
+        if path.is_dir():
+            return path
+    raise InputError(f"no data folder (looked at {repo_data_dir()} and {user_data_dir()}): {FETCH_HINT}")

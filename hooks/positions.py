@@ -11,8 +11,9 @@
 ========================  ===============================================
 
 In Python a position may also be an ``int``, a list of ints or a ``slice``. A position outside the text is an
-error naming the text's length, never a silent wrap; the spellings of earlier versions (``full``, ``A:B``)
-are refused with the new one named.
+error naming the text's length, never a silent wrap; so is a spec that selects no token (``slice:5:2`` for every
+text, ``slice:4:`` for a text of 3 tokens). The spellings of earlier versions (``full``, ``A:B``) are refused with
+the new one named.
 """
 from __future__ import annotations
 
@@ -39,25 +40,66 @@ def parse_positions(spec: Positions) -> Positions:
         ...
         hooks.errors.InputError: positions '2:5' is an old spelling: write slice:2:5 (positions are all, last, last:K, slice:A:B, N or N,M,...)
     """
-    if isinstance(spec, (slice, int)) and not isinstance(spec, bool):
+    if isinstance(spec, slice):
+        _check_slice(spec, spec)
+        return spec
+    if isinstance(spec, int) and not isinstance(spec, bool):
+        _check_size([spec])
         return spec
     if isinstance(spec, str):
         s = spec.strip()
-        if _SPEC.match(s):
+        if _SPEC.fullmatch(s):
+            if any(len(digits) > 18 for digits in re.findall(r"\d+", s)):
+                raise InputError(f"positions {_shown(spec)}: a number of more than 18 digits is no token index")
             if s.startswith("last:") and int(s[5:]) < 1:
-                raise InputError(f"positions {spec!r}: last:K needs K >= 1")
+                raise InputError(f"positions {_shown(spec)}: last:K needs K >= 1")
+            if s.startswith("slice:"):
+                a, b = s[6:].split(":")
+                _check_slice(slice(int(a) if a else None, int(b) if b else None), spec)
             return s
         for old, new in _OLD.items():
-            m = old.match(s)
+            m = old.fullmatch(s)
             if m:
-                raise InputError(f"positions {spec!r} is an old spelling: write {new.format(*m.groups())} "
+                raise InputError(f"positions {_shown(spec)} is an old spelling: write {new.format(*m.groups())} "
                                  f"(positions are {GRAMMAR})")
-        raise InputError(f"bad positions {spec!r}: use {GRAMMAR}")
+        raise InputError(f"bad positions {_shown(spec)}: use {GRAMMAR}")
     if isinstance(spec, Sequence) and all(isinstance(p, int) and not isinstance(p, bool) for p in spec):
         if not spec:
             raise InputError("positions is an empty list: give at least one token index")
+        _check_size(spec)
         return list(spec)
-    raise InputError(f"bad positions {spec!r}: use {GRAMMAR}, an int, a list of ints or a slice")
+    raise InputError(f"bad positions {_shown(spec)}: use {GRAMMAR}, an int, a list of ints or a slice")
+
+
+def _check_size(ints: Sequence[int]) -> None:
+    if any(abs(p) >= 10 ** 18 for p in ints):
+        raise InputError("positions: a number of more than 18 digits is no token index")
+
+
+def _shown(spec: object) -> str:
+    """``repr(spec)``, cut to a readable length for a message."""
+    try:
+        r = repr(spec)
+    except ValueError:   # an int of more digits than Python prints
+        return "<a number of over 4300 digits>"
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
+def _check_slice(sl: slice, spec: Positions) -> None:
+    """Refuse a slice that selects no token of any text (``slice:5:2``, ``slice::0``) or has a step of 0."""
+    if not all(v is None or (isinstance(v, int) and not isinstance(v, bool)) for v in (sl.start, sl.stop, sl.step)):
+        raise InputError(f"bad positions {_shown(spec)}: a slice of ints (or None) is needed")
+    _check_size([v for v in (sl.start, sl.stop, sl.step) if v is not None])
+    if sl.step is not None and sl.step < 1:
+        raise InputError(f"positions {_shown(spec)}: a slice step must be >= 1")
+    a, b = sl.start, sl.stop
+    if b is None:
+        return
+    if a is None:
+        a = 0
+    if (a >= 0 and b >= 0 or a < 0 and b < 0) and a >= b:
+        raise InputError(f"positions {_shown(spec)} select no token of any text ({a} >= {b}): "
+                         f"use slice:A:B with A < B, e.g. slice:{min(a, b)}:{max(a, b) if a != b else a + 1}")
 
 
 def _one(p: int, n: int) -> int:
@@ -77,6 +119,14 @@ def select_positions(n_tokens: int, spec: Positions) -> list[int]:
     """
     spec = parse_positions(spec)
     n = int(n_tokens)
+    out = _select(n, spec)
+    if not out:
+        raise InputError(f"positions {_shown(spec)} select no token of a text of {n} tokens: "
+                         f"choose positions inside it ({GRAMMAR})")
+    return out
+
+
+def _select(n: int, spec: Positions) -> list[int]:
     if isinstance(spec, int):
         return [_one(spec, n)]
     if isinstance(spec, slice):

@@ -1,4 +1,4 @@
-"""The HDF5 activation store, format v1 (see docs/design.md, "HDF5 activation store, format v1").
+"""The HDF5 activation store, format v2; v1 stores still read (see docs/design.md, "HDF5 activation store").
 
 Layout of a store folder::
 
@@ -30,8 +30,9 @@ import numpy as np
 import torch
 
 from .errors import InputError, StoreError
-from .store_format import (DTYPES, MANIFEST, NP_DTYPES, STORE_FORMAT_VERSION, DocActs, PathLike, from_storage,
-                           is_store_file, load_json, sha256_file, shard_name, to_storage)
+from .store_format import (DTYPES, MANIFEST, NP_DTYPES, SHARD_FORMAT_VERSION, STORE_FORMAT_VERSION, DocActs, PathLike,
+                           from_storage, is_store_file, load_json, sha256_file, shard_name, to_storage)
+from .store_manifest import Manifest, parse_manifest
 from .store_writer import StoreWriter, merge_manifests
 
 # the public face of the store: ``from hooks.store import ActivationStore, StoreWriter, DocActs, ...``
@@ -53,21 +54,20 @@ class ActivationStore:
         manifest_path = self.path / MANIFEST
         if not manifest_path.is_file():
             raise StoreError(f"no activation store at {self.path}: run `ao capture ... --out {self.path}` first")
-        self.manifest: dict = load_json(manifest_path)
-        version = self.manifest.get("format_version")
-        if version != STORE_FORMAT_VERSION:
-            raise StoreError(f"store {self.path} has format version {version}, this code reads version "
-                             f"{STORE_FORMAT_VERSION}: recapture it, or use a matching version of the package")
-        m = self.manifest
-        self.layers: list[int] = [int(layer) for layer in m["layers"]]
-        self.d_model: int = int(m["d_model"])
-        self.n_docs: int = int(m["n_docs"])
-        self.n_tokens: int = int(m["n_tokens"])
-        self.dtype: str = m["dtype"]
-        self.model_spec: str = m["model_spec"]
-        self.weights_hash: str = m["weights_hash"]
-        self.docs_per_shard: int = int(m["docs_per_shard"])
-        self._shards: dict[int, dict] = {int(e["shard_index"]): e for e in m.get("shards", [])}
+        raw = load_json(manifest_path)
+        #: the manifest, checked against the schema (``hooks.store_manifest``); ``manifest`` is its raw JSON
+        self.info: Manifest = parse_manifest(raw, str(manifest_path))
+        self.manifest: dict = raw
+        m = self.info
+        self.layers: list[int] = list(m.layers)
+        self.d_model: int = m.d_model
+        self.n_docs: int = m.n_docs
+        self.n_tokens: int = m.n_tokens
+        self.dtype: str = m.dtype
+        self.model_spec: str = m.model_spec
+        self.weights_hash: str = m.weights_hash
+        self.docs_per_shard: int = m.docs_per_shard
+        self._shards: dict[int, dict] = {e.shard_index: e.to_json() for e in m.shards}
         self._files: dict[int, h5py.File] = {}
         self._offsets: dict[int, np.ndarray] = {}
 
@@ -196,7 +196,7 @@ class ActivationStore:
             >>> store.verify()   # doctest: +SKIP
             ['shard-00001.h5: checksum mismatch (sha256 3fa1..., manifest says 9c0e...)']
         """
-        problems: list[str] = []
+        problems: list[str] = [f"{MANIFEST}: {p}" for p in self.info.bad_entries]
         dps = self.docs_per_shard
         n_expected = -(-self.n_docs // dps)
         for k in range(n_expected):
@@ -261,7 +261,7 @@ class ActivationStore:
                 problems.append(f"{name}: /acts/{layer} lacks the attribute dtype='bfloat16'")
         attrs = f.attrs
         for key, want in (("doc_start", entry["doc_start"]), ("doc_stop", entry["doc_stop"]),
-                          ("format_version", STORE_FORMAT_VERSION)):
+                          ("format_version", SHARD_FORMAT_VERSION)):
             if key not in attrs or int(attrs[key]) != int(want):
                 problems.append(f"{name}: attribute {key} is {attrs.get(key)}, expected {want}")
         if "layers" not in attrs or [int(x) for x in np.atleast_1d(attrs["layers"])] != self.layers:

@@ -1,4 +1,4 @@
-"""Store format v1: names, dtypes, the per-document record, and the file helpers (atomic JSON, fsync,
+"""Store format v2 (v1 still read): names, dtypes, the per-document record, and the file helpers (atomic JSON, fsync,
 checksums, locks) shared by the writer and the reader. The folder layout is described in :mod:`hooks.store`."""
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ import torch
 from .dtypes import parse_dtype
 from .errors import InputError, StoreError
 
-STORE_FORMAT_VERSION = 1
+STORE_FORMAT_VERSION = 2   # v2: the manifest records the texts (``texts``) and each shard's ``tokens_sha256``
+SHARD_FORMAT_VERSION = 1   # the shard layout (stamped in each shard's attributes): unchanged since v1
 MANIFEST = "manifest.json"
 DTYPES = ("float32", "float16", "bfloat16")
 NP_DTYPES = {"float32": np.dtype(np.float32), "float16": np.dtype(np.float16), "bfloat16": np.dtype(np.uint16)}
@@ -38,6 +39,9 @@ RESUME_FIELDS = {
     "tokenizer": "tokenizer", "d_model": "d_model", "layers": "layers", "dtype": "dtype",
     "capture_options": "capture options", "docs_per_shard": "docs_per_shard",
 }
+# The manifest's header: the resume fields, and what the store was captured from (checked on resume on its own,
+# naming both text files: see StoreWriter).
+HEADER_FIELDS = (*RESUME_FIELDS, "texts")
 PathLike = Union[str, "os.PathLike[str]"]
 
 
@@ -181,9 +185,10 @@ def h5_group(parent: h5py.Group, name: str) -> h5py.Group:
     gcpl.set_obj_track_times(False)
     return h5py.Group(h5py.h5g.create(parent.id, name.encode(), gcpl=gcpl))
 
-def load_json(path: Path) -> dict:
-    """A manifest, or one StoreError line when it is unreadable."""
+def load_json(path: Path) -> Any:
+    """A manifest's JSON value (checked by :mod:`hooks.store_manifest`), or one StoreError line when it is
+    unreadable."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise StoreError(f"the manifest {path} is unreadable ({e}): restore it, or recapture into another --out") from None

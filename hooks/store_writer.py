@@ -6,14 +6,15 @@ import errno
 import logging
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from .errors import InputError, StoreError
-from .store_format import (DTYPES, MANIFEST, NP_DTYPES, RANK_MANIFEST_RE, RESUME_FIELDS, SHARD_RE, STORE_FORMAT_VERSION,
-                           DocActs, PathLike, fsync_file, h5_create, h5_group, load_json, normalize_json,
+from .store_format import (DTYPES, HEADER_FIELDS, MANIFEST, NP_DTYPES, RANK_MANIFEST_RE, RESUME_FIELDS, SHARD_RE,
+                           SHARD_FORMAT_VERSION, STORE_FORMAT_VERSION, DocActs, PathLike, fsync_file, h5_create, h5_group, normalize_json,
                            owned_by_rank, pid_alive, read_pid, sha256_file, shard_name, to_storage)
+from .store_manifest import Manifest, TextsRecord, read_manifest, tokens_digest
 from .atomic import fsync_dir, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -30,12 +31,16 @@ class StoreWriter:
 
     With ``world_size > 1`` every rank writes the shards ``k % world_size == rank`` and its own
     ``manifest-rank{rank}.json``; after a barrier, rank 0 calls :func:`merge_manifests`.
+
+    ``texts`` records what the store is captured from; resuming a store with other texts is refused, naming the
+    file it was made from and the one given now (a resuming writer given no ``texts`` keeps the store's record). ``write_shard(..., tokens_sha256=...)`` records a digest of the
+    shard's documents' token ids, checked on resume by :meth:`check_kept_tokens`.
     """
 
     def __init__(self, path: PathLike, *, model_spec: str, weights_hash: str, tokenizer_name: str, d_model: int,
                  layers: list[int], dtype: str = "float32", capture_options: Optional[dict] = None,
                  docs_per_shard: int = 256, resume: bool = False, chunk_rows: int = 1024,
-                 rank: int = 0, world_size: int = 1) -> None:
+                 rank: int = 0, world_size: int = 1, texts: Optional[TextsRecord] = None) -> None:
         if dtype not in DTYPES:
             raise InputError(f"unknown store dtype {dtype!r}: use one of {', '.join(DTYPES)}")
         if docs_per_shard < 1 or chunk_rows < 1 or d_model < 1:
@@ -52,6 +57,7 @@ class StoreWriter:
             "format_version": STORE_FORMAT_VERSION, "model_spec": str(model_spec), "weights_hash": str(weights_hash),
             "tokenizer": str(tokenizer_name), "d_model": int(d_model), "layers": layers, "dtype": dtype,
             "capture_options": normalize_json(capture_options or {}), "docs_per_shard": int(docs_per_shard),
+            "texts": texts.to_json() if texts is not None else None,
         }
         self.shards: dict[int, dict] = {}  # shard_index -> manifest entry, this rank's finalized shards
         self._lock: Optional[Path] = None
@@ -143,8 +149,11 @@ class StoreWriter:
                 out.append((k, start, stop))
         return out
 
-    def write_shard(self, shard_index: int, doc_start: int, docs: list[DocActs]) -> None:
+    def write_shard(self, shard_index: int, doc_start: int, docs: list[DocActs],
+                    tokens_sha256: Optional[str] = None) -> None:
         """Write documents ``doc_start ..`` as shard ``shard_index``: ``.h5.tmp``, fsync, rename, manifest.
+        ``tokens_sha256``: :func:`~hooks.store_manifest.tokens_digest` of the documents' full token ids, recorded in
+        the manifest entry.
 
         Example:
             >>> writer.write_shard(0, 0, [DocActs(tokens_T, positions_T, {3: acts_TD})])   # doctest: +SKIP
@@ -178,9 +187,19 @@ class StoreWriter:
         self.shards[shard_index] = {
             "file": final.name, "shard_index": shard_index, "doc_start": doc_start,
             "doc_stop": doc_start + len(docs), "n_tokens": int(sum(n_rows_per_doc)), "sha256": sha,
+            **({"tokens_sha256": tokens_sha256} if tokens_sha256 is not None else {}),
         }
         self._write_manifest()
         log.debug("wrote %s (%d docs, %d rows)", final, len(docs), sum(n_rows_per_doc))
+
+    def check_kept_tokens(self, docs_tokens: Sequence[Sequence[int]]) -> None:
+        """Refuse to continue when a kept shard's documents tokenize differently now (``docs_tokens``: every
+        document's full token ids): the same texts through another tokenizer would mix two tokenizations.
+
+        Example:
+            >>> writer.check_kept_tokens(docs_tokens)   # doctest: +SKIP
+        """
+        check_same_tokens(self.path, [entry for _, entry in sorted(self.shards.items())], docs_tokens)
 
     def close(self) -> None:
         """Release the lock (idempotent). Also done by ``with StoreWriter(...) as w:``.
@@ -273,10 +292,10 @@ class StoreWriter:
         for source in sources:
             if not source.is_file():
                 continue
-            manifest = load_json(source)
+            manifest = read_manifest(source)
             self._check_header(manifest, source)
-            for entry in manifest.get("shards", []):
-                known.setdefault(int(entry["shard_index"]), entry)
+            for entry in manifest.shards:   # an entry that does not parse is no finalized shard: rewritten
+                known.setdefault(entry.shard_index, entry.to_json())
         kept, removed = 0, 0
         for p in sorted(self.path.iterdir()):
             if p.name.endswith(".json.tmp") and (p.name == MANIFEST + ".tmp" or p.name == self.manifest_path.name + ".tmp"):
@@ -300,8 +319,7 @@ class StoreWriter:
                 p.unlink(missing_ok=True)
                 removed += 1
             else:
-                self.shards[k] = {f: entry[f] for f in ("file", "shard_index", "doc_start", "doc_stop",
-                                                         "n_tokens", "sha256")}
+                self.shards[k] = dict(entry)
                 kept += 1
         log.info("resuming store %s: %d finalized shards kept, %d files removed, next document %d",
                  self.path, kept, removed, self.next_doc)
@@ -309,7 +327,12 @@ class StoreWriter:
             for p in self.path.glob("manifest-rank*.json"):
                 p.unlink(missing_ok=True)
 
-    def _check_header(self, manifest: dict, source: Path) -> None:
+    def _check_header(self, parsed: Manifest, source: Path) -> None:
+        manifest = parsed.header()
+        if manifest["format_version"] == 1 and self.header["texts"] is None:
+            # a v1 store has the v2 layout and records no texts: a writer of no texts (an oracle's example cache)
+            # continues it, and the manifest becomes v2
+            manifest["format_version"] = self.header["format_version"]
         for field, what in RESUME_FIELDS.items():
             old, new = manifest.get(field), self.header[field]
             if old != new:
@@ -322,6 +345,14 @@ class StoreWriter:
                                      "use another --out")
                 raise StoreError(f"store {self.path} was made with {what} {old}, not {new}: use another --out, "
                                  f"or resume with the same settings ({source.name})")
+        self._check_texts(parsed.texts)
+
+    def _check_texts(self, old: Optional[TextsRecord]) -> None:
+        new = self.header["texts"]
+        if new is None:   # a writer told nothing of the texts (a library caller) keeps the store's record
+            self.header["texts"] = old.to_json() if old is not None else None
+            return
+        check_same_texts(self.path, old, TextsRecord(**new))
 
     def _manifest(self) -> dict:
         return _build_manifest(self.header, self.shards.values())
@@ -368,7 +399,7 @@ class StoreWriter:
         chunk = min(self.chunk_rows, n_tokens)
         f = h5_create(tmp)
         try:
-            f.attrs["format_version"] = np.int64(STORE_FORMAT_VERSION)
+            f.attrs["format_version"] = np.int64(SHARD_FORMAT_VERSION)
             f.attrs["model_spec"] = self.header["model_spec"]
             f.attrs["layers"] = np.asarray(self.layers, dtype=np.int64)
             f.attrs["doc_start"] = np.int64(doc_start)
@@ -399,6 +430,42 @@ class StoreWriter:
                     ds[written:written + filled] = buf_RD[:filled]
         finally:
             f.close()
+
+
+def check_same_texts(path: Path, old: Optional[TextsRecord], new: Optional[TextsRecord]) -> None:
+    """Refuse to resume the store at ``path``, made from ``old`` texts, with ``new`` ones: that would mix two files
+    in one store. Only the source, the count and the digest are compared (the cuts follow from them).
+
+    Example:
+        >>> check_same_texts(Path("S"), TextsRecord("a.txt", 2, "1" * 64, 512, 0, 0),
+        ...                  TextsRecord("b.txt", 30, "2" * 64, 512, 0, 0))    # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        hooks.errors.StoreError: store S was captured from a.txt (2 docs, ...), not from b.txt (30 docs, ...): ...
+    """
+    if old is None and new is None:
+        return
+    if old is None or new is None:
+        had = old.describe() if old is not None else "no text file"
+        now = new.describe() if new is not None else "no text file"
+        raise StoreError(f"store {path} was captured from {had}, not from {now}: resume it the way it was made, "
+                         "or choose another --out")
+    if old.sha256 != new.sha256:
+        changed = " (the file changed since)" if old.source is not None and old.source == new.source else ""
+        again = f" (--texts {old.source})" if old.source else ""
+        raise StoreError(f"store {path} was captured from {old.describe()}, not from {new.describe()}{changed}: "
+                         f"resume with the texts it was made from{again}, or choose another --out for "
+                         f"{new.source or 'these texts'}")
+
+
+def check_same_tokens(path: Path, entries: Sequence[dict], docs_tokens: Sequence[Sequence[int]]) -> None:
+    """Refuse when a listed shard's documents (``entries``: manifest shard entries) tokenize differently now
+    (``docs_tokens``: every document's token ids as they would be captured)."""
+    for entry in entries:
+        want = entry.get("tokens_sha256")
+        if want is not None and want != tokens_digest(docs_tokens[entry["doc_start"]:entry["doc_stop"]]):
+            raise StoreError(f"store {path}: documents {entry['doc_start']}..{entry['doc_stop'] - 1} "
+                             f"({entry['file']}) tokenize differently now than when they were captured (another "
+                             "tokenizer under the same name?): recapture into another --out")
 
 
 def _build_manifest(header: dict, entries: Any) -> dict:
@@ -437,16 +504,16 @@ def merge_manifests(path: PathLike, world_size: Optional[int] = None) -> None:
     header: Optional[dict] = None
     entries: dict[int, dict] = {}
     for source in sources:
-        manifest = load_json(source)
-        this_header = {k: manifest.get(k) for k in RESUME_FIELDS}
+        parsed = read_manifest(source)
+        this_header = parsed.header()
         if header is None:
             header = this_header
         elif this_header != header:
-            diff = [k for k in RESUME_FIELDS if this_header[k] != header[k]]
+            diff = [k for k in HEADER_FIELDS if this_header[k] != header[k]]
             raise StoreError(f"{source.name} in store {folder} disagrees with {sources[0].name} on "
                              f"{', '.join(diff)}: the ranks captured different things; recapture into another --out")
-        for entry in manifest.get("shards", []):
-            k = int(entry["shard_index"])
+        for parsed_entry in parsed.shards:
+            k, entry = parsed_entry.shard_index, parsed_entry.to_json()
             if k in entries and entries[k] != entry:
                 raise StoreError(f"{entry['file']} of store {folder} is listed differently by two ranks: "
                                  "rerun the capture with --resume")

@@ -14,7 +14,7 @@ from hooks.inject import inject_at
 from hooks.layers import resolve_layer
 from hooks.positions import Positions, select_positions
 from hooks.adapter_base import load_adapter_base
-from hooks.models import LoadedModel, active_adapter, attach_adapter, check_adapter_folder, load_model
+from hooks.models import LoadedModel, active_adapter, attach_adapter, check_oracle_folder, load_model
 
 from .batching import make_oracle_batch, target_vectors
 from .card import OracleCard
@@ -78,7 +78,7 @@ class Oracle:
             [7, 15, 22]
         """
         folder = Path(path)
-        check_adapter_folder(folder)
+        check_oracle_folder(folder)
         overrides = overrides or CardOverrides()
         card = load_card(folder)
         if lm is None and card is not None:
@@ -161,7 +161,11 @@ class Oracle:
         """Token ids the target reads for ``text``."""
         if not isinstance(text, str) or not text.strip():
             raise InputError("the text is empty: pass the text the target should read")
-        return self.lm.tokenizer(text, add_special_tokens=True)["input_ids"]
+        ids = self.lm.tokenizer(text, add_special_tokens=True)["input_ids"]
+        if len(ids) > self.max_context:   # never read past the model's positions, never cut without a word
+            raise InputError(f"the text is {len(ids)} tokens, over the model's {self.max_context}-token context: "
+                             "pass a shorter text (or its part the question is about)")
+        return ids
 
     def activations(self, texts: Sequence[str], layer: int, positions: Sequence[Positions], diff: bool = False,
                     use_target: bool = True) -> list[torch.Tensor]:
@@ -228,6 +232,8 @@ class Oracle:
             >>> oracle.ask_batch([Query("I love it", "Is the sentiment positive?")])   # doctest: +SKIP
             ['Yes']
         """
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise InputError(f"max_new_tokens must be at least 1 (the answer's length in tokens), not {max_new_tokens!r}")
         answers: list[str] = []
         tok = self.lm.tokenizer
         for s in range(0, len(queries), batch_size):

@@ -36,6 +36,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from hooks.errors import InputError, StoreError
+from hooks.outputs import check_output_path
 
 from probes.linear import LinearProbe, ProbeConfig
 from probes.metrics import accuracy, auroc, bootstrap_ci, majority_baseline
@@ -340,7 +341,9 @@ def run_probe_bench(
     started = time.perf_counter()
     if isinstance(n, bool) or not isinstance(n, int) or n < 4:
         raise InputError(f"--n must be an integer >= 4, got {n!r}")
-    out = Path(out)
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 1:
+        raise InputError(f"--n-boot must be at least 1 bootstrap resample (1000 gives steady intervals), got {n_boot!r}")
+    out = check_output_path(out)
     # resolve names (cheap checks first: bad names fail before the model loads)
     if datasets is None:
         names: list[str] = default_dataset_names(data_dir, include_train_families)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -21,7 +22,7 @@ from hooks.errors import CheckpointError, InputError, ModelLoadError
 from hooks.layers import resolve_layer
 from hooks.adapter_base import (is_local_path, model_skeleton, portable_base_name, resolve_adapter_base,
                                 same_base)
-from hooks.models import LoadedModel, check_adapter_folder
+from hooks.models import LoadedModel, check_adapter_folder, check_oracle_folder
 
 from .card import OracleCard, check_card_fits, has_card, read_card, write_card
 from .prompt import DEFAULT_PLACEHOLDER
@@ -80,6 +81,8 @@ class CardOverrides:
         except ValueError:
             raise InputError(f"--injection-layer must be an integer and --coef a number, got {injection_layer!r} "
                              f"and {coef!r}") from None
+        if cf is not None and not (math.isfinite(cf) and cf > 0):
+            raise InputError(f"--coef must be a positive finite number (the card's is 1), not {coef!r}")
         if placeholder is not None and not placeholder:
             raise InputError("--placeholder is empty: pass the placeholder string, e.g. ' ?'")
         return cls(base=base or None, source_layers=layers, injection_layer=inj, coef=cf, placeholder=placeholder)
@@ -240,7 +243,7 @@ def init_card(folder: Union[str, Path], overrides: Optional[CardOverrides] = Non
         [9, 18, 27]
     """
     folder = Path(folder)
-    check_adapter_folder(folder)
+    check_oracle_folder(folder, "`ao card init` writes the card of an oracle adapter only")
     overrides = overrides or CardOverrides()
     if has_card(folder) and not force:
         raise CheckpointError(f"{folder} already has oracle.json: pass --force to replace it with a derived card")

@@ -57,7 +57,8 @@ class SuiteConfig:
 
     def __post_init__(self) -> None:
         if self.n < 2 or self.probe_n < 8:
-            raise InputError("the suite needs --n >= 2 items per skill and --probe-n >= 8 labels")
+            raise InputError(f"the suite needs --suite-n >= 2 items per skill and --probe-n >= 8 labels, not {self.n} "
+                             f"and {self.probe_n}")
         if self.skills is not None:
             check_skills(self.skills)
 

@@ -46,7 +46,7 @@ def build_examples(config: TrainConfig, lm: LoadedModel, split: str = "train", n
     chats = None
     if config.onpolicy_chats:
         chats = load_onpolicy_chats(config.onpolicy_chats)
-    elif config.onpolicy > 0:
+    elif config.onpolicy > 0 and config.mix.get("context_prediction", 0) > 0:   # only that family reads them
         cache = config.store_path.parent / f"onpolicy-{Path(config.model).name}.json"
         prompts = default_onpolicy_prompts(config.data_dir, n=config.onpolicy, seed=config.seed)
         chats = generate_onpolicy_chats(lm, prompts, cache, batch_size=64 if lm.device.type == "cuda" else 16)
@@ -239,17 +239,18 @@ def train_oracle(
         lm = load_model(config.model, device=config.device)
     if config.init_from:   # bad input is refused before anything is written (no empty --out, no example list)
         check_init_from(lm, config, out)
-    out.mkdir(parents=True, exist_ok=True)
-    if examples is None:
-        ex_file = config.examples_path
+    ex_file, built = config.examples_path, False
+    if examples is None:   # read or built before --out is made, so a bad list leaves no empty folder
         if ex_file.exists():
             examples = load_examples(ex_file)
             log.info("reusing the %d examples in %s", len(examples), ex_file)
         else:
-            examples = build_examples(config, lm)
-            save_examples(examples, ex_file)
+            examples, built = build_examples(config, lm), True
     if not examples:
         raise InputError("no training examples: check --data-dir")
+    out.mkdir(parents=True, exist_ok=True)
+    if built:
+        save_examples(examples, ex_file)
     d_model = lm.d_model
     store = None
     if config.activations == "store":
@@ -330,7 +331,7 @@ def train_oracle(
         log_rows.append(row)
         if bar:
             bar.update(1)
-            bar.set_postfix_str(f"loss {float(loss):.3f}" + (f" {row['examples_per_s']:.1f} ex/s" if "examples_per_s" in row else ""))
+            bar.set_postfix_str(f"loss {float(loss.detach()):.3f}" + (f" {row['examples_per_s']:.1f} ex/s" if "examples_per_s" in row else ""))
         if step % config.save_every == 0 or step == config.total_steps:
             save_train_state(lm, optimizer, step, out, log_rows, config=dataclasses.asdict(config))
             write_log_jsonl(log_path, log_rows)

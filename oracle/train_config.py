@@ -12,6 +12,7 @@ from typing import Optional
 import torch
 
 from hooks.errors import InputError
+from hooks.outputs import check_output_path
 
 from .scaling import SCALINGS
 from .tasks.base import FAMILIES
@@ -72,10 +73,11 @@ class TrainConfig:
     seed: int = _opt(0, "seed for the example mix and the adapter init")
     device: str = _opt("cpu", "cpu, cuda, cuda:N or mps")
     precision: str = _opt("auto", "auto (bf16 where the hardware supports it), bf16 or fp32")
-    data_dir: Optional[str] = _opt(None, "shared data folder (default: $AO_DATA_DIR or ../shared/data)", str)
+    data_dir: Optional[str] = _opt(None, "shared data folder (default: `ao data where`)", str)
     examples_file: Optional[str] = _opt(None, "reuse a saved example list (JSONL) instead of building one", str)
     onpolicy_chats: Optional[str] = _opt(None, "JSON cache of chats written by the base model", str)
-    onpolicy: int = _opt(512, "chats the base model writes (once, cached) when no cache is given")
+    onpolicy: int = _opt(512, "chats the base model writes (once, cached) when no cache is given and the mix has "
+                              "context_prediction")
     calibration_n: int = _opt(32, "items per reading-skill row for the calibration fitted after training "
                                   "(calibration.json; 0: skip; `ao calibrate` refits it)")
     init_from: Optional[str] = _opt(None, "continue training from this oracle folder's adapter and input scaling (a "
@@ -84,6 +86,11 @@ class TrainConfig:
                                           float)
 
     def __post_init__(self) -> None:
+        check_output_path(self.out)
+        if self.time_budget_s is not None and not (math.isfinite(self.time_budget_s) and self.time_budget_s > 0):
+            raise InputError(f"--time-budget-s must be a positive number of seconds, not {self.time_budget_s}")
+        if self.examples_file and Path(self.examples_file).is_dir():
+            raise InputError(f"--examples-file {self.examples_file} is a folder: name a JSONL file of examples")
         if self.activations not in ("store", "on_the_fly"):
             raise InputError(f"--activations must be store or on_the_fly, not {self.activations!r}")
         if self.loss_per not in ("example", "token"):

@@ -15,6 +15,17 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+try:  # property-based tests (tests/test_properties_*.py): one fixed, deterministic example budget for CI
+    from hypothesis import settings
+
+    settings.register_profile("ao", derandomize=True, database=None, max_examples=60, deadline=None,
+                              print_blob=False)
+    # a longer, random hunt for new defects (AO_HYPOTHESIS_PROFILE=ao-thorough); keep what it finds as @example
+    settings.register_profile("ao-thorough", database=None, max_examples=2000, deadline=None)
+    settings.load_profile(os.environ.get("AO_HYPOTHESIS_PROFILE", "ao"))
+except ImportError:  # hypothesis is in the dev extra; without it the property tests are skipped
+    pass
+
 @pytest.fixture(scope="session")
 def embedded_lm():
     """The embedded SmolLM2-135M (fp32, CPU), loaded once per session (from the model cache after the first run).

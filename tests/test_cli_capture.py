@@ -1,8 +1,10 @@
-"""``ao capture`` / ``ao store``: bad input, verify, SIGKILL + resume, data-parallel under accelerate."""
+"""``ao capture`` / ``ao store``: bad input, verify, SIGKILL + resume, data-parallel under accelerate, the texts a
+store was made from, the manifest schema, lengths."""
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -456,3 +458,280 @@ def test_data_parallel_under_accelerate_equals_single_process(tmp_path, capsys, 
         assert all(np.array_equal(x.acts[L].numpy(), y.acts[L].numpy()) for L in (0, 2))
     rc, _, _ = run_cli(capsys, "store", "verify", str(dp))
     assert rc == 0
+
+
+# ---------------------------------------------------------------------------------------------- issue 32: inputs
+
+
+def _cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=REPO, env=_subprocess_env(), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _one_line(res: subprocess.CompletedProcess) -> str:
+    assert "Traceback" not in res.stdout + res.stderr, res.stderr[-3000:]
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr[-3000:]
+    return lines[0]
+
+
+@pytest.mark.slow
+def test_resume_with_other_texts_is_refused_naming_both_files(tmp_path, tiny_model_dir, wikitext_lines):
+    """The store records the texts it was made from: ``--resume`` with another file (or with the same file,
+    edited) is one line naming both files, exit 2, the store untouched; the same texts resume as before."""
+    a = write_txt(tmp_path / "a.txt", [line[:120] for line in wikitext_lines[:2]])
+    b = write_txt(tmp_path / "b.txt", [line[:120] for line in wikitext_lines[2:32]])
+    store = tmp_path / "S"
+    common = ["capture", "--model", str(tiny_model_dir), "--out", str(store), "--docs-per-shard", "1",
+              "--layers", "50%"]
+    res = _cli(*common, "--texts", str(a))
+    assert res.returncode == 0, res.stderr[-3000:]
+    manifest = json.loads((store / MANIFEST).read_text())
+    assert manifest["texts"]["source"] == "a.txt" and manifest["texts"]["n_docs"] == 2
+    assert all(len(s["tokens_sha256"]) == 64 for s in manifest["shards"])
+    before = snapshot(store)
+
+    res = _cli(*common, "--texts", str(b), "--resume")
+    assert res.returncode == 2
+    line = _one_line(res)
+    assert f"store {store} was captured from a.txt (2 docs" in line and "not from b.txt (30 docs" in line, line
+    assert "resume with the texts it was made from (--texts a.txt), or choose another --out for b.txt" in line
+    assert snapshot(store) == before and not (store / ".lock").exists()
+
+    write_txt(a, [line[:120] for line in wikitext_lines[5:7]])   # the same file, edited
+    line = _one_line(_cli(*common, "--texts", str(a), "--resume"))
+    assert "was captured from a.txt (2 docs" in line and "(the file changed since)" in line, line
+    assert snapshot(store) == before
+
+    write_txt(a, [line[:120] for line in wikitext_lines[:2]])     # the original texts resume (nothing to do)
+    res = _cli(*common, "--texts", str(a), "--resume")
+    assert res.returncode == 0 and "(2 already done)" in res.stdout, res.stderr[-3000:]
+    assert snapshot(store) == before
+
+
+def test_resume_with_other_texts_from_python_is_refused(tmp_path, tiny_model_dir):
+    """The library path: ``run_capture(..., resume=True)`` with other texts raises StoreError before the writer
+    changes anything; the same texts resume."""
+    from hooks.capture_job import CaptureConfig, run_capture
+    from hooks.errors import StoreError
+    from hooks.models import load_model
+
+    lm = load_model(str(tiny_model_dir))
+    out = tmp_path / "s"
+    cfg = dict(out=str(out), model=str(tiny_model_dir), layers="1", docs_per_shard=1)
+    run_capture(CaptureConfig(**cfg), ["one text.", "two texts."], lm=lm, source="a.txt")
+    before = snapshot(out)
+    with pytest.raises(StoreError, match=r"was captured from a\.txt \(2 docs.*not from the texts given in Python"):
+        run_capture(CaptureConfig(**cfg, resume=True), ["one text.", "other text."], lm=lm)
+    assert snapshot(out) == before
+    assert run_capture(CaptureConfig(**cfg, resume=True), ["one text.", "two texts."], lm=lm).skipped_docs == 2
+
+
+@pytest.mark.parametrize("where", ["file", "proc", "below-a-file"])
+def test_out_that_cannot_hold_a_store_is_refused_before_any_work(tmp_path, capsys, monkeypatch, texts_file, where):
+    """``--out`` an existing file, a path under /proc or below a file: one line, exit 2, and the model is never
+    loaded; the file is left as it was."""
+    import hooks.models
+
+    def no_model(*a, **k):
+        raise AssertionError("the model was loaded before --out was checked")
+
+    monkeypatch.setattr(hooks.models, "load_model", no_model)
+    f = tmp_path / "notes.txt"
+    f.write_text("mine")
+    out = {"file": f, "proc": Path("/proc/ao-store"), "below-a-file": f / "store"}[where]
+    rc, _, err = run_cli(capsys, "capture", "--texts", str(texts_file), "--out", str(out))
+    assert rc == 2
+    assert_one_error_line(err, {"file": "is a file: choose a folder", "proc": "lies in the system folder /proc",
+                                "below-a-file": "lies below the file"}[where])
+    assert f.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_positions_are_checked_against_every_text_before_anything_is_written(tmp_path, capsys, tiny_model_dir):
+    """``--positions 99`` on a 7-token text leaves no folder (so the corrected rerun is not "already holds a
+    store"); ``slice:5:2`` selects nothing and is refused, not captured as an empty store."""
+    texts = write_txt(tmp_path / "t.txt", ["A long enough first text with many words in it, more than ninety-nine "
+                                            * 12, "The cat sat on the mat."])
+    out = tmp_path / "out"
+    rc, _, err = run_cli(capsys, "capture", "--model", str(tiny_model_dir), "--texts", str(texts), "--out", str(out),
+                         "--positions", "99", "--layers", "1")
+    assert rc == 2
+    assert_one_error_line(err, "text 1: position 99 is outside the text, which has 7 tokens")
+    assert not out.exists()
+    rc, _, err = run_cli(capsys, "capture", "--model", str(tiny_model_dir), "--texts", str(texts), "--out", str(out),
+                         "--positions", "slice:5:2", "--layers", "1")
+    assert rc == 2
+    assert_one_error_line(err, "positions 'slice:5:2' select no token of any text (5 >= 2): use slice:A:B with A < B")
+    assert not out.exists()
+    rc, _, err = run_cli(capsys, "capture", "--model", str(tiny_model_dir), "--texts", str(texts), "--out", str(out),
+                         "--positions", "slice:10:", "--layers", "1")
+    assert rc == 2
+    assert_one_error_line(err, "text 1: positions 'slice:10:' select no token of a text of 7 tokens")
+    assert not out.exists()
+    rc, _, _ = run_cli(capsys, "capture", "--model", str(tiny_model_dir), "--texts", str(texts), "--out", str(out),
+                       "--positions", "-1", "--layers", "1")
+    assert rc == 0 and ActivationStore(out).n_tokens == 2
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"text": null}', "docs.jsonl line 2: 'text' is null, not a string"),
+    ('{"text": 42}', "docs.jsonl line 2: 'text' is a number, not a string"),
+    ('{"text": ["a"]}', "docs.jsonl line 2: 'text' is a list, not a string"),
+    ('42', "docs.jsonl line 2 is a number, not an object"),
+    ('{"messages": "Hi"}', "docs.jsonl line 2: 'messages' is a string, not a non-empty list of messages"),
+    ('{"messages": [{"role": "user"}]}', "docs.jsonl line 2: message 0 has no 'content'"),
+    ('{"text": "\\ud800"}', "docs.jsonl line 2 holds a lone surrogate"),
+])
+def test_jsonl_records_of_the_wrong_type_name_their_line(tmp_path, capsys, line, message):
+    texts = tmp_path / "docs.jsonl"
+    texts.write_text('{"text": "fine"}\n' + line + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    rc, _, err = run_cli(capsys, "capture", "--texts", str(texts), "--out", str(out))
+    assert rc == 2
+    assert_one_error_line(err, message)
+    assert not out.exists()
+
+
+def test_byte_order_mark_is_dropped_and_lines_end_at_newlines_only(tmp_path):
+    from hooks.texts import load_texts
+
+    txt = tmp_path / "bom.txt"
+    txt.write_bytes("\ufefffirst\r\nsecond\u2028still second\n".encode("utf-8"))
+    assert load_texts(txt) == ["first", "second\u2028still second"]
+    jsonl = tmp_path / "bom.jsonl"
+    jsonl.write_bytes("\ufeff".encode() + json.dumps({"text": "a\u2028b\x0cc"}, ensure_ascii=False).encode() + b"\n")
+    assert load_texts(jsonl) == ["a\u2028b\x0cc"]
+
+
+@pytest.mark.slow
+def test_chat_jsonl_is_rendered_with_the_models_chat_template(tmp_path, capsys, tiny_model_dir):
+    """A valid chat record is captured as the chat the model's template renders (the command loads the texts
+    before the model, and renders the chats once the model's tokenizer is there)."""
+    from hooks.models import load_model
+
+    texts = tmp_path / "chats.jsonl"
+    chat = [{"role": "user", "content": "Hi"}]
+    texts.write_text(json.dumps({"messages": chat}) + "\n" + json.dumps({"text": "Plain text."}) + "\n")
+    out = tmp_path / "out"
+    rc, _, err = run_cli(capsys, "capture", "--model", str(tiny_model_dir), "--texts", str(texts), "--out", str(out),
+                         "--layers", "1")
+    assert rc == 0, err
+    tok = load_model(str(tiny_model_dir)).tokenizer
+    want = tok(tok.apply_chat_template(chat, tokenize=False))["input_ids"]
+    store = ActivationStore(out)
+    assert store.doc(0).tokens.tolist() == want and store.n_docs == 2
+    assert store.info.texts.source == "chats.jsonl"
+    # resuming re-renders the chats the same way
+    rc, out_text, err = run_cli(capsys, "capture", "--model", str(tiny_model_dir), "--texts", str(texts), "--out",
+                                str(out), "--layers", "1", "--resume")
+    assert rc == 0 and "(2 already done)" in out_text, err
+
+
+@pytest.mark.slow
+def test_cuts_at_max_length_and_at_the_models_context_are_reported(tmp_path, capsys, caplog, tiny_model_dir):
+    """A text cut at ``--max-length`` is a warning (how many documents, how many tokens) and is recorded in the
+    manifest; a text longer than the model's context (512 positions here) is cut there even when ``--max-length``
+    is larger, with a warning that says so; nothing is read past the context."""
+    long_text = "word " * 700          # about 700 tokens
+    texts = write_txt(tmp_path / "t.txt", [long_text, "Short text."])
+    out = tmp_path / "cut"
+    with caplog.at_level(logging.WARNING, logger="hooks.lengths"):
+        rc, _, err = run_cli(capsys, "capture", "--model", str(tiny_model_dir), "--texts", str(texts), "--out",
+                             str(out), "--layers", "1", "--max-length", "16")
+    assert rc == 0, err
+    warning = " ".join(r.getMessage() for r in caplog.records if r.name == "hooks.lengths")
+    assert "1 of 2 documents are longer than --max-length 16 tokens and were cut there" in warning, warning
+    store = ActivationStore(out)
+    t = store.info.texts
+    assert (t.max_tokens, t.cut_docs) == (16, 1) and t.cut_tokens > 600
+    assert len(store.doc(0).tokens) == 16
+    caplog.clear()
+
+    out = tmp_path / "context"
+    with caplog.at_level(logging.WARNING, logger="hooks.lengths"):
+        rc, _, err = run_cli(capsys, "capture", "--model", str(tiny_model_dir), "--texts", str(texts), "--out",
+                             str(out), "--layers", "1", "--max-length", "4096")
+    assert rc == 0, err
+    warning = " ".join(r.getMessage() for r in caplog.records if r.name == "hooks.lengths")
+    assert "longer than the model's context of 512 positions (--max-length 4,096 is past it)" in warning, warning
+    store = ActivationStore(out)
+    assert store.info.texts.max_tokens == 512 and len(store.doc(0).tokens) == 512
+    assert int(store.doc(0).positions.max()) == 511
+
+
+# ---------------------------------------------------------------------------------------------- the manifest schema
+
+
+def _store_copy(tiny_store: Path, tmp_path: Path) -> Path:
+    store = tmp_path / "store"
+    store.mkdir()
+    for p in tiny_store.iterdir():
+        (store / p.name).write_bytes(p.read_bytes())
+    return store
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["info", "verify"])
+@pytest.mark.parametrize("manifest, message", [
+    ([], "is a list, not a JSON object"),
+    ({"n_docs": "two"}, "field 'n_docs' is 'two', not an integer >= 0"),
+    ({"layers": [1, True]}, "field 'layers' is [1, True], not a non-empty list of distinct layer indices"),
+    ({"shards": {}}, "field 'shards' is {}, not a list of shard entries"),
+    ({"format_version": 9}, "has format version 9, this code reads versions 1, 2"),
+    ({"texts": {"source": "a.txt"}}, "field 'texts': no field 'n_docs'"),
+])
+def test_malformed_manifest_is_one_line(tmp_path, capsys, tiny_store, command, manifest, message):
+    store = _store_copy(tiny_store, tmp_path)
+    m = json.loads((store / MANIFEST).read_text())
+    (store / MANIFEST).write_text(json.dumps(manifest if isinstance(manifest, list) else {**m, **manifest}))
+    rc, out, err = run_cli(capsys, "store", command, str(store))
+    assert rc == 2 and not out
+    assert_one_error_line(err, str(store / MANIFEST), message, "restore it, or recapture into another --out"
+                          if "format version" not in message else "recapture it")
+
+
+@pytest.mark.slow
+def test_shard_entry_without_a_file_is_reported_by_verify_and_info(tmp_path, capsys, tiny_store):
+    """A shard entry missing a field is not "OK": verify names it (exit 1), info says so, the other shards read,
+    and a resume rewrites that shard."""
+    store = _store_copy(tiny_store, tmp_path)
+    m = json.loads((store / MANIFEST).read_text())
+    del m["shards"][1]["file"]
+    (store / MANIFEST).write_text(json.dumps(m))
+    rc, out, _ = run_cli(capsys, "store", "verify", str(store))
+    assert rc == 1
+    bad = [line for line in out.splitlines() if line.startswith("BAD")]
+    assert any("manifest.json: shard entry 1: no field 'file'" in line for line in bad), out
+    assert any("shard-00001.h5: missing" in line for line in bad), out
+    rc, out, _ = run_cli(capsys, "store", "info", str(store))
+    assert rc == 0 and "1 shard entries of the manifest do not parse" in out
+    s = ActivationStore(store)
+    assert s.doc(0).n_tokens == ActivationStore(tiny_store).doc(0).n_tokens
+    from hooks.errors import StoreError
+
+    with pytest.raises(StoreError, match="shard-00001.h5, which is missing"):
+        s.doc(4)
+
+
+@pytest.mark.slow
+def test_format_v1_stores_still_read_and_verify(tmp_path, capsys, tiny_store, tiny_model_dir, texts_file):
+    """A store written in format v1 (no ``texts``, no ``tokens_sha256``; the shards are v1's, byte for byte) reads
+    and verifies; ``ao capture --resume`` refuses it in one line, since it cannot tell which texts it holds."""
+    store = _store_copy(tiny_store, tmp_path)
+    m = json.loads((store / MANIFEST).read_text())
+    m["format_version"] = 1
+    del m["texts"]
+    for entry in m["shards"]:
+        del entry["tokens_sha256"]
+    (store / MANIFEST).write_text(json.dumps(m, indent=1) + "\n")
+    rc, out, _ = run_cli(capsys, "store", "verify", str(store))
+    assert rc == 0, out
+    s, ref = ActivationStore(store), ActivationStore(tiny_store)
+    assert s.info.format_version == 1 and s.info.texts is None
+    assert np.array_equal(s.doc(5).acts[3].numpy(), ref.doc(5).acts[3].numpy())
+    before = snapshot(store)
+    rc, _, err = run_cli(capsys, "capture", "--model", str(tiny_model_dir), "--texts", str(texts_file),
+                         "--layers", "1,3", "--out", str(store), "--docs-per-shard", "3", "--resume")
+    assert rc == 2
+    assert_one_error_line(err, "was made with format version 1, not 2")
+    assert snapshot(store) == before

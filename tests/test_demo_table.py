@@ -7,6 +7,7 @@ and say why in the commit.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -57,3 +58,37 @@ def test_ao_demo_prints_the_recorded_table(tmp_path):
         GOLDEN.write_text(got, encoding="utf-8")
     assert not same_up_to_rounding(got, GOLDEN.read_text(encoding="utf-8")), \
         "ao demo's table changed:\n" + "\n".join(same_up_to_rounding(got, GOLDEN.read_text(encoding="utf-8")))
+
+
+GOLDEN_NO_DATA = REPO / "tests" / "golden" / "demo_taboo_moon_no_data.txt"
+
+
+@pytest.mark.slow
+def test_ao_demo_without_the_data_folder(tmp_path, monkeypatch, capsys):
+    """The README's first command on a machine without ``../shared/data`` (``AO_DATA_DIR`` unset, no workspace
+    folder, an empty user cache): the demo still runs, says in its first line what differs (its 32 built-in
+    prompts only, and ``oracle_diff`` reads them instead of WikiText) and prints its own recorded table,
+    ``tests/golden/demo_taboo_moon_no_data.txt`` (rewritten like the other with ``AO_UPDATE_GOLDEN=1``)."""
+    import hooks.paths as paths
+    from cli.cmd_demo import NO_DATA_NOTE
+    from cli.main import main
+    from hooks.errors import InputError
+
+    monkeypatch.chdir(REPO)
+    monkeypatch.delenv("AO_DATA_DIR", raising=False)
+    monkeypatch.setattr(paths, "repo_data_dir", lambda: tmp_path / "shared" / "data")
+    monkeypatch.setattr(paths, "user_data_dir", lambda: tmp_path / "cache" / "data")
+    with pytest.raises(InputError, match="run `ao data fetch`"):
+        paths.data_dir()
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == f"note: {NO_DATA_NOTE}"
+    got = table_of(out)
+    if os.environ.get("AO_UPDATE_GOLDEN"):
+        GOLDEN_NO_DATA.write_text(got, encoding="utf-8")
+    assert not same_up_to_rounding(got, GOLDEN_NO_DATA.read_text(encoding="utf-8")), \
+        "ao demo's table without data changed:\n" + "\n".join(
+            same_up_to_rounding(got, GOLDEN_NO_DATA.read_text(encoding="utf-8")))
+    report = json.loads((tmp_path / "demo" / "report.json").read_text(encoding="utf-8"))
+    assert set(report["prompt_sources"]) == {"builtin_secret", "builtin_ordinary"}
+    assert report["text_diff"]["source"] == "builtin_ordinary"

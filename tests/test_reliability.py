@@ -99,7 +99,7 @@ def assets(tmp_path_factory, tiny_model_dir) -> Assets:
     texts = root / "docs.txt"
     texts.write_text("\n".join(DOCS) + "\n", encoding="utf-8")
     store = root / "store"
-    run_capture(CaptureConfig(out=str(store), model=tiny, layers="1,3", docs_per_shard=3), DOCS)
+    run_capture(CaptureConfig(out=str(store), model=tiny, layers="1,3", docs_per_shard=3), DOCS, source=texts.name)
     oracle = root / "oracle"
     train_oracle(TrainConfig(out=str(oracle), model=tiny, store_dir=str(root / "cache"), **{**TRAIN, "steps": 2}),
                  lm=load_model(tiny), examples=_examples())
@@ -228,13 +228,13 @@ def train_lib(ctx: Ctx, out: str, **changes):
 def train_config(ctx: Ctx, **kw):
     from oracle.train import TrainConfig
 
-    return TrainConfig(out=str(ctx.p("o")), **kw)
+    return TrainConfig(**{"out": str(ctx.p("o")), **kw})
 
 
 def audit_lib(ctx: Ctx, **kw):
     from oracle.audit import AuditConfig, run_audit
 
-    return run_audit(AuditConfig(out=str(ctx.p("report")), **kw))
+    return run_audit(AuditConfig(**{"out": str(ctx.p("report")), **kw}))
 
 
 def refuse_network(ctx: Ctx) -> None:
@@ -308,6 +308,22 @@ def store_held_by_a_writer(ctx: Ctx) -> None:
         store, resume=True, model_spec=m["model_spec"], weights_hash=m["weights_hash"], tokenizer_name=m["tokenizer"],
         d_model=m["d_model"], layers=m["layers"], dtype=m["dtype"], capture_options=m["capture_options"],
         docs_per_shard=m["docs_per_shard"]))
+
+
+def store_with_manifest(change: Callable[[dict], object]) -> Callable[[Ctx], None]:
+    """A copy of the store whose manifest is ``change(manifest)`` (the JSON value written in its place)."""
+    def setup(ctx: Ctx) -> None:
+        from hooks.store import MANIFEST
+
+        m = json.loads((store_copy(ctx) / MANIFEST).read_text())
+        (ctx.p("store") / MANIFEST).write_text(json.dumps(change(m)) + "\n")
+    return setup
+
+
+def open_store(ctx: Ctx):
+    from hooks.store import ActivationStore
+
+    return ActivationStore(ctx.p("store"))
 
 
 def damaged_oracle(damage: str) -> Callable[[Ctx], None]:
@@ -609,6 +625,133 @@ CASES = [
          lambda c: ["train", "--model", c.tiny, "--out", str(c.p("cont")), "--store-dir", str(c.p("cache")),
                     "--init-from", str(c.a.oracle), *train_argv(lora_r=8)],
          lambda c: train_lib(c, "cont", init_from=str(c.a.oracle), lora_r=8)),
+    # -- issue 32: what a store was made from, its manifest, --out, positions and JSONL records
+    Case("row36-resume-with-other-texts", StoreError, "was captured from docs.txt (7 docs, sha256",
+         lambda c: capture_argv(c, "--layers", "1,3", "--docs-per-shard", "3", "--resume", out="store",
+                                texts=str(c.p("other.txt"))),
+         lambda c: capture_lib(c, DOCS[:6] + ["Another text entirely."], out="store", layers="1,3", docs_per_shard=3,
+                               resume=True),
+         setup=lambda c: (store_copy(c), c.p("other.txt").write_text("\n".join(DOCS[:6] + ["Another text."])))),
+    Case("row37-out-an-existing-file", InputError, "is a file: choose a folder (a new or empty one) for --out",
+         lambda c: capture_argv(c, out="notes.txt"),
+         lambda c: capture_lib(c, out="notes.txt"),
+         setup=write("notes.txt", b"mine\n")),
+    Case("row37-out-under-proc", InputError, "lies in the system folder /proc: choose a folder of your own",
+         lambda c: capture_argv(c, out="/proc/ao-store"),
+         lambda c: capture_lib(c, out="/proc/ao-store")),
+    Case("row37-out-below-a-file", InputError, "lies below the file",
+         lambda c: capture_argv(c, out="notes.txt/store"),
+         lambda c: capture_lib(c, out="notes.txt/store"),
+         setup=write("notes.txt", b"mine\n")),
+    Case("row38-manifest-not-an-object", StoreError, "manifest.json is a list, not a JSON object",
+         lambda c: ["store", "info", str(c.p("store"))], open_store,
+         setup=store_with_manifest(lambda m: [])),
+    Case("row38-manifest-field-of-the-wrong-type", StoreError, "manifest.json: field 'n_docs' is 'two', not an integer",
+         lambda c: ["store", "verify", str(c.p("store"))], open_store,
+         setup=store_with_manifest(lambda m: {**m, "n_docs": "two"})),
+    Case("row39-position-outside-a-text", InputError, "position 99 is outside the text, which has",
+         lambda c: capture_argv(c, "--positions", "99"),
+         lambda c: capture_lib(c, positions="99")),
+    Case("row39-positions-selecting-nothing", InputError, "positions 'slice:5:2' select no token of any text",
+         lambda c: capture_argv(c, "--positions", "slice:5:2"),
+         lambda c: capture_lib(c, positions="slice:5:2")),
+    Case("row40-jsonl-text-null", InputError, "docs.jsonl line 2: 'text' is null, not a string",
+         lambda c: capture_argv(c, texts=str(c.p("docs.jsonl"))),
+         lambda c: load_texts(c.p("docs.jsonl")),
+         setup=write("docs.jsonl", b'{"text": "first doc"}\n{"text": null}\n')),
+    Case("row40-jsonl-text-a-number", InputError, "docs.jsonl line 2: 'text' is a number, not a string",
+         lambda c: capture_argv(c, texts=str(c.p("docs.jsonl"))),
+         lambda c: load_texts(c.p("docs.jsonl")),
+         setup=write("docs.jsonl", b'{"text": "first doc"}\n{"text": 42}\n')),
+    Case("row40-jsonl-lone-surrogate", InputError, "docs.jsonl line 1 holds a lone surrogate",
+         lambda c: capture_argv(c, texts=str(c.p("docs.jsonl"))),
+         lambda c: load_texts(c.p("docs.jsonl")),
+         setup=write("docs.jsonl", b'{"text": "caf\\ud800"}\n')),
+]
+
+
+def organism_folder(ctx: Ctx) -> None:
+    """A copy of the shipped benign organism (adapter + organism.json)."""
+    ctx.copy(BENIGN, "organism")
+
+
+def probe_bench_lib(ctx: Ctx, out: str = "bench", **kw):
+    from oracle.probe_bench import run_probe_bench
+
+    return run_probe_bench(str(ctx.p(out)), **{"model": ctx.tiny, "oracle_path": None, "datasets": ["singular_plural"],
+                                               "n": 8, **kw})
+
+
+# Round two (issue 32): every command that writes checks its output path before any work; arguments are checked
+# in one place per command; an organism is never taken for an oracle.
+CASES += [
+    Case("row41-train-out-is-a-file", InputError, "is a file: choose a folder",
+         lambda c: ["train", "--model", c.tiny, "--out", str(c.p("f.txt")), *train_argv()],
+         lambda c: train_config(c, out=str(c.p("f.txt"))),
+         setup=write("f.txt", b"keep me")),
+    Case("row41-train-out-below-a-file", InputError, "lies below the file",
+         lambda c: ["train", "--model", c.tiny, "--out", str(c.p("f.txt") / "run"), *train_argv()],
+         lambda c: train_config(c, out=str(c.p("f.txt") / "run")),
+         setup=write("f.txt", b"keep me")),
+    Case("row41-train-out-under-proc", InputError, "lies in the system folder /proc",
+         lambda c: ["train", "--model", c.tiny, "--out", "/proc/ao-run", *train_argv()],
+         lambda c: train_config(c, out="/proc/ao-run")),
+    Case("row42-eval-out-is-a-file", InputError, "is a file: choose a folder",
+         lambda c: ["eval", "--oracle", str(c.a.oracle), "--out", str(c.p("f.txt")), "--suite", "skills"],
+         lambda c: __import__("hooks.outputs").outputs.check_output_path(c.p("f.txt")),
+         setup=write("f.txt", b"keep me")),
+    Case("row43-audit-out-under-proc", InputError, "lies in the system folder /proc",
+         lambda c: ["audit", "--target", str(BENIGN), "--out", "/proc/ao-report"],
+         lambda c: audit_lib(c, target=str(BENIGN), out="/proc/ao-report")),
+    Case("row44-probe-bench-out-is-a-file", InputError, "is a file: choose a folder",
+         lambda c: ["probe-bench", "--model", c.tiny, "--out", str(c.p("f.txt")), "--datasets", "singular_plural"],
+         lambda c: probe_bench_lib(c, out="f.txt"),
+         setup=write("f.txt", b"keep me")),
+    Case("row45-organism-out-is-a-file", InputError, "is a file: choose a folder",
+         lambda c: ["organism", "train", "--kind", "benign", "--base", c.tiny, "--out", str(c.p("f.txt"))],
+         lambda c: train_organism(OrganismConfig(out=str(c.p("f.txt")), kind="benign", base=c.tiny)),
+         setup=write("f.txt", b"keep me")),
+    Case("row46-organism-taken-for-an-oracle", CheckpointError, "is a model organism (organism.json), not an oracle",
+         lambda c: ["ask", "--oracle", str(c.p("organism")), "--text", TEXT, "--question", "What is it?"],
+         lambda c: load_oracle(c, "organism"),
+         setup=organism_folder),
+    Case("row47-card-init-on-an-organism", CheckpointError, "is a model organism (organism.json), not an oracle",
+         lambda c: ["card", "init", str(c.p("organism"))],
+         lambda c: __import__("oracle.published").published.init_card(c.p("organism")),
+         setup=organism_folder),
+    Case("row48-ask-max-new-tokens-0", InputError, "tokens must be at least 1",
+         lambda c: ask_argv(c, "--max-new-tokens", "0"),
+         lambda c: untrained(c).ask(TEXT, "What is it?", max_new_tokens=0)),
+    Case("row49-ask-coef-nan", InputError, "--coef must be a positive finite number",
+         lambda c: ask_argv(c, "--coef", "nan", oracle="oracle"),
+         lambda c: CardOverrides.parse(coef="nan"),
+         setup=damaged_oracle("intact")),
+    Case("row50-ask-text-past-the-context", InputError, "over the model's 512-token context",
+         lambda c: ask_argv(c, text="ab " * 700),
+         lambda c: untrained(c).ask("ab " * 700, "What is it?", max_new_tokens=2)),
+    Case("row51-train-time-budget-0", InputError, "--time-budget-s must be a positive number",
+         lambda c: ["train", "--model", c.tiny, "--out", str(c.p("o")), *train_argv(time_budget_s=0)],
+         lambda c: train_config(c, time_budget_s=0)),
+    Case("row51-train-time-budget-negative", InputError, "--time-budget-s must be a positive number",
+         lambda c: ["train", "--model", c.tiny, "--out", str(c.p("o")), *train_argv(time_budget_s=-5)],
+         lambda c: train_config(c, time_budget_s=-5.0)),
+    Case("row52-train-examples-file-garbage", InputError, "garbage.jsonl",
+         lambda c: ["train", "--model", c.tiny, "--out", str(c.p("o")), "--store-dir", str(c.p("cache")),
+                    "--examples-file", str(c.p("garbage.jsonl")), *train_argv()],
+         lambda c: train_lib(c, "o", examples_file=str(c.p("garbage.jsonl"))),
+         setup=write("garbage.jsonl", b"this is not json\n")),
+    Case("row53-probe-bench-n-boot-0", InputError, "--n-boot must be at least 1",
+         lambda c: ["probe-bench", "--model", c.tiny, "--out", str(c.p("bench")), "--n-boot", "0"],
+         lambda c: probe_bench_lib(c, n_boot=0)),
+    Case("row54-organism-unknown-target-module", InputError, "--target-modules nosuchmodule: no such module",
+         lambda c: ["organism", "train", "--kind", "benign", "--base", c.tiny, "--target-modules", "nosuchmodule",
+                    "--out", str(c.p("o"))],
+         lambda c: train_organism(OrganismConfig(out=str(c.p("o")), kind="benign", base=c.tiny,
+                                                 target_modules=("nosuchmodule",)))),
+    Case("row55-suite-n-0-names-its-flag", InputError, "--suite-n >= 2",
+         lambda c: ["eval", "--oracle", str(c.a.oracle), "--suite", "skills", "--suite-n", "0",
+                    "--out", str(c.p("ev"))],
+         lambda c: SuiteConfig(n=0)),
 ]
 
 

@@ -1,4 +1,4 @@
-"""The HDF5 activation store (format v1): round trips, locks, resume, determinism, verify, data parallel."""
+"""The HDF5 activation store (format v2; v1 still read): round trips, locks, resume, determinism, verify, data parallel."""
 from __future__ import annotations
 
 import hashlib
@@ -18,6 +18,7 @@ from hooks.errors import InputError, StoreError
 from hooks.store import (
     STORE_FORMAT_VERSION, ActivationStore, DocActs, StoreWriter, from_storage, merge_manifests, to_storage,
 )
+from hooks.store_format import SHARD_FORMAT_VERSION
 
 D = 8
 LAYERS = [1, 3]
@@ -132,13 +133,14 @@ def test_shard_contents_match_design(tmp_path, docs):
         assert offsets.dtype == np.int64 and list(offsets) == [0, *np.cumsum([d.n_tokens for d in docs[3:6]])]
         assert f["acts/1"].shape == (n, D) and f["acts/1"].dtype == np.float32
         assert f["acts/1"].chunks == (4, D) and f["acts/1"].compression is None
-        assert f.attrs["format_version"] == STORE_FORMAT_VERSION and f.attrs["model_spec"] == "tiny-llama"
+        assert f.attrs["format_version"] == SHARD_FORMAT_VERSION and f.attrs["model_spec"] == "tiny-llama"
         assert list(f.attrs["layers"]) == LAYERS
         assert (f.attrs["doc_start"], f.attrs["doc_stop"]) == (3, 6)
     manifest = json.loads((path / "manifest.json").read_text())
     assert {k: manifest[k] for k in ("format_version", "model_spec", "weights_hash", "tokenizer", "d_model", "layers",
                                      "dtype", "capture_options", "docs_per_shard", "n_docs")} == {
-        "format_version": 1, "model_spec": "tiny-llama", "weights_hash": "abc123", "tokenizer": "byte-tokenizer",
+        "format_version": STORE_FORMAT_VERSION, "model_spec": "tiny-llama", "weights_hash": "abc123",
+        "tokenizer": "byte-tokenizer",
         "d_model": D, "layers": LAYERS, "dtype": "float32", "capture_options": {"max_length": 64, "positions": "all"},
         "docs_per_shard": DPS, "n_docs": N_DOCS}
     assert manifest["n_tokens"] == sum(d.n_tokens for d in docs)
@@ -305,6 +307,48 @@ def test_resume_with_other_model_or_settings_raises(tmp_path, docs):
         writer(path, resume=True, docs_per_shard=4)
     assert not (path / ".lock").exists()  # failed opens release the lock
     assert (path / "shard-00000.h5").exists()  # and delete nothing
+
+
+def test_a_v1_store_reads_and_a_writer_of_no_texts_continues_it_as_v2(tmp_path, docs):
+    """Format v1 (no ``texts``, no ``tokens_sha256``) reads; a writer that records no texts (an oracle's example
+    cache) resumes it, and the manifest becomes v2; the shards, whose layout v2 kept, are untouched."""
+    path = tmp_path / "s"
+    with writer(path) as w:
+        w.write_shard(0, 0, docs[:3])
+    m = json.loads((path / "manifest.json").read_text())
+    m["format_version"] = 1
+    del m["texts"]
+    (path / "manifest.json").write_text(json.dumps(m))
+    assert ActivationStore(path).info.format_version == 1 and ActivationStore(path).verify() == []
+    shard0 = sha(path / "shard-00000.h5")
+    with writer(path, resume=True) as w:
+        assert w.pending_shards(N_DOCS) == [(1, 3, 6), (2, 6, 7)]
+        write_all(w, docs)
+    assert sha(path / "shard-00000.h5") == shard0
+    store = ActivationStore(path)
+    assert store.info.format_version == STORE_FORMAT_VERSION and store.verify() == [] and store.n_docs == N_DOCS
+
+
+def test_resume_with_other_texts_names_both_sources(tmp_path, docs):
+    from hooks.store_manifest import TextsRecord
+
+    a = TextsRecord("a.txt", N_DOCS, "1" * 64, 64, 0, 0)
+    path = tmp_path / "s"
+    with writer(path, texts=a) as w:
+        w.write_shard(0, 0, docs[:3], tokens_sha256="2" * 64)
+    before = snapshot(path)
+    with pytest.raises(StoreError, match=r"was captured from a\.txt \(7 docs, sha256 111111111111\.\.\.\), not from "
+                                         r"b\.txt \(30 docs, sha256 333333333333\.\.\.\): resume with the texts it "
+                                         r"was made from \(--texts a\.txt\), or choose another --out for b\.txt"):
+        writer(path, resume=True, texts=TextsRecord("b.txt", 30, "3" * 64, 64, 0, 0))
+    with pytest.raises(StoreError, match=r"not from the texts given in Python"):
+        writer(path, resume=True, texts=TextsRecord(None, N_DOCS, "3" * 64, 64, 0, 0))
+    assert snapshot(path) == before
+    with writer(path, resume=True) as w:   # told nothing of the texts: keeps the record
+        assert w.header["texts"]["source"] == "a.txt"
+        with pytest.raises(StoreError, match="tokenize differently now"):
+            w.check_kept_tokens([[1, 2]] * N_DOCS)
+    assert ActivationStore(path).info.texts == a
 
 
 def test_exception_in_write_shard_leaves_no_file(tmp_path, docs, monkeypatch):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from hooks.errors import InputError, LayerError
 from hooks.layers import resolve_layer
+from hooks.outputs import check_output_path
 
 # Every audit method, in report order.
 METHODS: tuple[str, ...] = ("oracle", "oracle_diff", "untrained_oracle", "ask_target", "prefill", "logit_lens",
@@ -67,7 +68,7 @@ class AuditConfig:
             raise InputError("target is empty: pass the folder of the adapter to audit (--target DIR)")
         self.target = str(self.target)
         self.oracle = None if self.oracle in (None, "", "none") else str(self.oracle)
-        self.out = None if self.out is None else str(self.out)
+        self.out = None if self.out is None else str(check_output_path(self.out))
         self.data_dir = None if self.data_dir is None else str(self.data_dir)
         if isinstance(self.prompt_files, (str, Path)):
             self.prompt_files = (self.prompt_files,)

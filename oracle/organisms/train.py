@@ -26,14 +26,15 @@ import torch
 
 from hooks.dtypes import pad_token_id
 from hooks.errors import CheckpointError, InputError
-from hooks.models import LoadedModel, load_model
+from hooks.models import ORGANISM_CARD_FILE, LoadedModel, load_model
+from hooks.outputs import check_output_path
 
 from . import data as D
 
 log = logging.getLogger(__name__)
 
 KINDS = ("taboo", "backdoor", "risk", "benign")
-CARD = "organism.json"
+CARD = ORGANISM_CARD_FILE
 CARD_VERSION = 1
 ADAPTER = "organism"
 #: base-model chats are cached here (relative to the working directory unless absolute)
@@ -219,6 +220,17 @@ def sft_loss(lm: LoadedModel, items: Sequence[tuple[list[int], list[int]]], bf16
     return torch.nn.functional.cross_entropy(logits, target[keep])
 
 
+def check_target_modules(lm: LoadedModel, modules: Sequence[str]) -> None:
+    """Refuse LoRA target modules the model does not have, before any file is written."""
+    present = {name.rsplit(".", 1)[-1] for name, _ in lm.model.named_modules()}
+    missing = [m for m in modules if m not in present]
+    if missing:
+        linear = sorted({name.rsplit(".", 1)[-1] for name, mod in lm.model.named_modules()
+                         if isinstance(mod, torch.nn.Linear)})
+        raise InputError(f"--target-modules {', '.join(missing)}: no such module in {lm.spec}; use some of "
+                         f"{', '.join(linear)}")
+
+
 def train_organism(config: OrganismConfig, lm: Optional[LoadedModel] = None, progress: bool = True) -> Path:
     """Train, verify and write the organism folder (adapter + ``organism.json``); returns its path.
 
@@ -231,7 +243,7 @@ def train_organism(config: OrganismConfig, lm: Optional[LoadedModel] = None, pro
     from oracle.train_checkpoint import load_train_state, save_train_state
     from oracle.train_config import use_bf16
 
-    out = Path(config.out)
+    out = check_output_path(config.out)
     if (out / CARD).exists():
         raise InputError(f"{out} already holds an organism: choose another --out or delete it")
     root = resolve_data_dir(config.data_dir)
@@ -239,6 +251,7 @@ def train_organism(config: OrganismConfig, lm: Optional[LoadedModel] = None, pro
         raise InputError(f"no taboo chats for {config.secret!r}: choose one of {', '.join(D.taboo_words(root))}")
     torch.manual_seed(config.seed)
     lm = lm or load_model(config.base, device=config.device)
+    check_target_modules(lm, config.target_modules)
     chats, summary, held = build_chats(lm, config, root)
     items = tokenize_for_sft(lm.tokenizer, chats, config.max_len)
     if not items:

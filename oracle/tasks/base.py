@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any, Iterable, Optional, Protocol, Sequence, Union
 
 from hooks.atomic import atomic_write_text
+from hooks.data_registry import load_registry
 from hooks.errors import InputError
 from hooks.paths import data_dir as _data_dir
+from hooks.paths import fetch_dir
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +150,8 @@ def check_n(n: int) -> int:
 
 
 def resolve_data_dir(data_dir: Optional[PathLike] = None) -> Path:
-    """The shared data folder (see :func:`hooks.paths.data_dir`)."""
+    """The shared data folder: the one resolver, :func:`hooks.paths.data_dir` (this name is kept for the task
+    builders)."""
     return _data_dir(data_dir)
 
 
@@ -159,9 +162,14 @@ def data_file(data_dir: Optional[PathLike], relative: str) -> Path:
         >>> data_file(None, "text/tinyshakespeare.txt").name
         'tinyshakespeare.txt'
     """
-    path = resolve_data_dir(data_dir) / relative
+    root = resolve_data_dir(data_dir)
+    path = root / relative
     if not path.exists():
-        raise InputError(f"missing data file {path}: point --data-dir / AO_DATA_DIR at a complete shared/data folder")
+        fetch = f"ao data fetch {load_registry().group_of(relative)}"
+        if root != fetch_dir():   # where a bare `ao data fetch` would not write
+            fetch += f" --data-dir {root}"
+        raise InputError(f"missing data file {path}: run `{fetch}` (or point --data-dir / AO_DATA_DIR at a complete "
+                         f"shared/data folder)")
     return path
 
 
