@@ -34,7 +34,10 @@ def unwrap(model: nn.Module) -> nn.Module:
     while seen < 8:
         seen += 1
         if hasattr(model, "get_base_model") and callable(model.get_base_model):
-            model = model.get_base_model()
+            try:
+                model = model.get_base_model()
+            except KeyError:   # a PEFT model whose active adapter was deleted: the base is still there
+                model = model.base_model.model
         elif hasattr(model, "module") and isinstance(getattr(model, "module"), nn.Module):
             model = model.module
         else:

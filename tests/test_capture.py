@@ -340,3 +340,16 @@ def test_worker_threads_need_the_torch_backend():
         capture_documents(tiny_model("llama"), [[5, 6]], [0], pad_id=0, backend="nnsight", workers=2)
     with pytest.raises(InputError, match="workers"):
         CaptureConfig(out="x", backend="nnsight", workers=2)
+
+
+def test_unwrap_survives_a_deleted_active_adapter():
+    """``run_audit(config, lm=lm)`` on a model that carried an oracle's adapter deletes that (active) adapter
+    first; the base model must still be found (was a KeyError in PEFT's ``get_base_model``)."""
+    from peft import LoraConfig, get_peft_model
+
+    from hooks.layers import unwrap
+    from hooks.testing import tiny_model
+
+    model = get_peft_model(tiny_model("llama"), LoraConfig(r=2, target_modules=["q_proj"]), adapter_name="oracle")
+    model.delete_adapter("oracle")
+    assert unwrap(model).__class__.__name__ == "LlamaForCausalLM"
