@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from hooks.errors import InputError
+from hooks.paths import data_dir
 from oracle.api import Query
 from oracle.tasks.unseen_sets import (UNSEEN_CONCEPTS, UNSEEN_SETS, names_unseen_concept, unseen_items, unseen_rows,
                                       unseen_split)
 from oracle.yes_no import check_yes_no_question, yes_no_scores, yes_share
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = data_dir()   # the one resolver: --data-dir, AO_DATA_DIR, ../shared/data, the user cache
 
 
 class WordTokenizer:
