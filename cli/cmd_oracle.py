@@ -155,7 +155,7 @@ def _ask(args: argparse.Namespace) -> int:
     if args.max_new_tokens < 1:
         raise InputError(f"--max-new-tokens must be at least 1, not {args.max_new_tokens}")
     if not args.untrained:
-        from hooks.models import check_oracle_folder
+        from hooks.folders import check_oracle_folder
 
         check_oracle_folder(args.oracle)   # before the (slow) model load
     overrides = overrides_from_args(args)

@@ -30,7 +30,7 @@ from .outputs import check_output_path, removed_on_failure
 from .store import DTYPES, MANIFEST, ActivationStore, DocActs, StoreWriter, is_store_file, merge_manifests
 from .store_format import normalize_json
 from .store_manifest import TextsRecord, read_manifest, texts_digest, tokens_digest
-from .store_writer import check_same_texts, check_same_tokens
+from .store_manifest import check_same_texts, check_same_tokens
 from .texts import check_texts
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from .errors import InputError, StoreError
 from .store_format import (DTYPES, HEADER_FIELDS, MANIFEST, NP_DTYPES, RANK_MANIFEST_RE, RESUME_FIELDS, SHARD_RE,
                            SHARD_FORMAT_VERSION, STORE_FORMAT_VERSION, DocActs, PathLike, fsync_file, h5_create, h5_group, normalize_json,
                            owned_by_rank, pid_alive, read_pid, sha256_file, shard_name, to_storage)
-from .store_manifest import Manifest, TextsRecord, read_manifest, tokens_digest
+from .store_manifest import Manifest, TextsRecord, check_same_texts, check_same_tokens, read_manifest
 from .atomic import fsync_dir, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -430,42 +430,6 @@ class StoreWriter:
                     ds[written:written + filled] = buf_RD[:filled]
         finally:
             f.close()
-
-
-def check_same_texts(path: Path, old: Optional[TextsRecord], new: Optional[TextsRecord]) -> None:
-    """Refuse to resume the store at ``path``, made from ``old`` texts, with ``new`` ones: that would mix two files
-    in one store. Only the source, the count and the digest are compared (the cuts follow from them).
-
-    Example:
-        >>> check_same_texts(Path("S"), TextsRecord("a.txt", 2, "1" * 64, 512, 0, 0),
-        ...                  TextsRecord("b.txt", 30, "2" * 64, 512, 0, 0))    # doctest: +IGNORE_EXCEPTION_DETAIL
-        Traceback (most recent call last):
-        hooks.errors.StoreError: store S was captured from a.txt (2 docs, ...), not from b.txt (30 docs, ...): ...
-    """
-    if old is None and new is None:
-        return
-    if old is None or new is None:
-        had = old.describe() if old is not None else "no text file"
-        now = new.describe() if new is not None else "no text file"
-        raise StoreError(f"store {path} was captured from {had}, not from {now}: resume it the way it was made, "
-                         "or choose another --out")
-    if old.sha256 != new.sha256:
-        changed = " (the file changed since)" if old.source is not None and old.source == new.source else ""
-        again = f" (--texts {old.source})" if old.source else ""
-        raise StoreError(f"store {path} was captured from {old.describe()}, not from {new.describe()}{changed}: "
-                         f"resume with the texts it was made from{again}, or choose another --out for "
-                         f"{new.source or 'these texts'}")
-
-
-def check_same_tokens(path: Path, entries: Sequence[dict], docs_tokens: Sequence[Sequence[int]]) -> None:
-    """Refuse when a listed shard's documents (``entries``: manifest shard entries) tokenize differently now
-    (``docs_tokens``: every document's token ids as they would be captured)."""
-    for entry in entries:
-        want = entry.get("tokens_sha256")
-        if want is not None and want != tokens_digest(docs_tokens[entry["doc_start"]:entry["doc_stop"]]):
-            raise StoreError(f"store {path}: documents {entry['doc_start']}..{entry['doc_stop'] - 1} "
-                             f"({entry['file']}) tokenize differently now than when they were captured (another "
-                             "tokenizer under the same name?): recapture into another --out")
 
 
 def _build_manifest(header: dict, entries: Any) -> dict:

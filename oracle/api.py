@@ -14,7 +14,8 @@ from hooks.inject import inject_at
 from hooks.layers import resolve_layer
 from hooks.positions import Positions, select_positions
 from hooks.adapter_base import load_adapter_base
-from hooks.models import LoadedModel, active_adapter, attach_adapter, check_oracle_folder, load_model
+from hooks.folders import check_oracle_folder
+from hooks.models import LoadedModel, active_adapter, attach_adapter, load_model
 
 from .batching import make_oracle_batch, target_vectors
 from .card import OracleCard

@@ -22,7 +22,8 @@ from hooks.errors import CheckpointError, InputError, ModelLoadError
 from hooks.layers import resolve_layer
 from hooks.adapter_base import (is_local_path, model_skeleton, portable_base_name, resolve_adapter_base,
                                 same_base)
-from hooks.models import LoadedModel, check_adapter_folder, check_oracle_folder
+from hooks.folders import check_oracle_folder
+from hooks.models import LoadedModel, check_adapter_folder
 
 from .card import OracleCard, check_card_fits, has_card, read_card, write_card
 from .prompt import DEFAULT_PLACEHOLDER

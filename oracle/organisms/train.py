@@ -26,7 +26,8 @@ import torch
 
 from hooks.dtypes import pad_token_id
 from hooks.errors import CheckpointError, InputError
-from hooks.models import ORGANISM_CARD_FILE, LoadedModel, load_model
+from hooks.folders import ORGANISM_CARD_FILE
+from hooks.models import LoadedModel, load_model
 from hooks.outputs import check_output_path
 
 from . import data as D
