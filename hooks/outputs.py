@@ -41,9 +41,9 @@ def check_output_path(path: PathLike, *, is_file: bool = False, flag: str = "--o
     if str(path).strip() == "":
         raise InputError(f"{flag} is empty: name a {'file' if is_file else 'folder'} to write")
     absolute = p.absolute()
-    if any(absolute == r or r in absolute.parents for r in _SYSTEM_ROOTS):
-        raise InputError(f"{flag} {p} lies in the system folder {absolute.parts[1] and '/' + absolute.parts[1]}: "
-                         "choose a folder of your own")
+    system = next((r for r in _SYSTEM_ROOTS if absolute == r or r in absolute.parents), None)
+    if system is not None:
+        raise InputError(f"{flag} {p} lies in the system folder {system}: choose a folder of your own")
     if p.exists():
         if is_file and p.is_dir():
             raise InputError(f"{flag} {p} is a folder: name a file to write")
