@@ -16,8 +16,8 @@ from typing import Optional, Union
 
 import torch
 
-from .errors import ModelLoadError
-from .models import EMBEDDED, LoadedModel, check_adapter_folder, is_gguf, load_model
+from hooks.errors import ModelLoadError
+from hooks.models import EMBEDDED, LoadedModel, check_adapter_folder, is_gguf, load_model
 
 
 _CACHE_DIR_RE = re.compile(r"^(?P<name>.+)-[0-9a-f]{16}$")

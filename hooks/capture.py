@@ -19,8 +19,8 @@ from typing import Callable, Iterator, Optional, Sequence
 import torch
 from torch import nn
 
-from .errors import InputError
-from .layers import decoder_layers
+from hooks.errors import InputError
+from hooks.layers import decoder_layers
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +242,7 @@ def _bridge_for(model: nn.Module, tokenizer):
     if tokenizer is None or not callable(getattr(tokenizer, "save_pretrained", None)):
         raise InputError("the transformer_lens backend needs the model's Hugging Face tokenizer: "
                          "pass tokenizer=lm.tokenizer, or use backend='torch'")
-    from .layers import unwrap
+    from hooks.layers import unwrap
 
     base = unwrap(model)
     prev_impl = _attn_impl(base)
@@ -313,7 +313,7 @@ def capture_batch(
 
 
 # One grammar for capture, ao ask and the Oracle API: hooks/positions.py.
-from .positions import select_positions  # noqa: E402
+from hooks.positions import Positions, PositionsSpec  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------
@@ -386,7 +386,7 @@ def capture_documents(
     docs_tokens: Sequence[Sequence[int]],
     layers: Sequence[int],
     pad_id: int,
-    positions: str = "all",
+    positions: PositionsSpec = "all",
     padding_side: str = "right",
     max_batch: int = 16,
     max_tokens: int = 4096,
@@ -414,6 +414,7 @@ def capture_documents(
         raise InputError(f"unknown capture backend {backend!r}: use one of {', '.join(BACKENDS)}")
     if workers < 1 or (workers > 1 and backend != "torch"):
         raise InputError(f"workers={workers}: use 1, or more only with the torch backend")
+    positions = Positions.parse(positions)   # a parsed value (CaptureConfig's) passes as it is
     device = model.get_input_embeddings().weight.device
     out: list[Optional[DocCapture]] = [None] * len(docs_tokens)
     lengths = [len(d) for d in docs_tokens]
@@ -429,7 +430,7 @@ def capture_documents(
         # One gather per layer per batch (not one per document): the kept rows of every document,
         # in batch order, then split into per-document views of that compact tensor. Small torch
         # ops each pay a thread-pool round trip, so per-document copies cost more than they move.
-        keeps = [select_positions(lengths[i], positions) for i in batch]
+        keeps = [positions.select(lengths[i]) for i in batch]
         flat_idx = [row * width + (0 if padding_side == "right" else width - lengths[i]) + p
                     for row, (i, keep) in enumerate(zip(batch, keeps)) for p in keep]
         sizes = [len(k) for k in keeps]

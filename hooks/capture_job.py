@@ -8,7 +8,6 @@ positions against every document. A refusal leaves no new folder behind.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
 import time
@@ -18,20 +17,20 @@ from typing import Optional, Sequence
 
 import torch
 
-from .capture import BACKENDS, capture_documents, default_workers
-from .positions import parse_positions, select_positions
-from .dtypes import pad_token_id
-from .progress import progress_bar
-from .errors import InputError, StoreError
-from .layers import resolve_layers
-from .lengths import Cut, cut_to_length, model_context, report_cut
-from .models import LoadedModel, load_model, parse_dtype
-from .outputs import check_output_path, removed_on_failure
-from .store import DTYPES, MANIFEST, ActivationStore, DocActs, StoreWriter, is_store_file, merge_manifests
-from .store_format import normalize_json
-from .store_manifest import TextsRecord, read_manifest, texts_digest, tokens_digest
-from .store_manifest import check_same_texts, check_same_tokens
-from .texts import check_texts
+from hooks.capture import BACKENDS, capture_documents, default_workers
+from hooks.positions import Positions, PositionsSpec
+from hooks.dtypes import pad_token_id
+from hooks.progress import progress_bar
+from hooks.errors import InputError, StoreError
+from hooks.layers import resolve_layers
+from hooks.lengths import Cut, cut_to_length, model_context, report_cut
+from hooks.models import LoadedModel, load_model, parse_dtype
+from hooks.outputs import check_output_path, removed_on_failure
+from hooks.store import DTYPES, MANIFEST, ActivationStore, DocActs, StoreWriter, is_store_file, merge_manifests
+from hooks.store_format import normalize_json
+from hooks.store_manifest import TextsRecord, read_manifest, texts_digest, tokens_digest
+from hooks.store_manifest import check_same_texts, check_same_tokens
+from hooks.texts import check_texts
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +41,15 @@ class CaptureConfig:
 
     Example:
         >>> cfg = CaptureConfig(out="runs/store", layers="25%,50%,75%", positions="last:4")
-        >>> cfg.positions
-        'last:4'
+        >>> str(cfg.positions), cfg.positions.select(6)
+        ('last:4', [2, 3, 4, 5])
     """
 
     out: str
     model: str = "smollm2-135m"
     adapter: Optional[str] = None
     layers: str = "25%,50%,75%"
-    positions: str = "all"
+    positions: PositionsSpec = "all"     # parsed on construction into a hooks.positions.Positions
     max_length: int = 512
     batch_size: int = 16
     max_batch_tokens: int = 4096
@@ -66,7 +65,7 @@ class CaptureConfig:
     force: bool = False                  # write into a folder that holds other files (never checked on resume)
 
     def __post_init__(self) -> None:
-        self.positions = parse_positions(self.positions)
+        self.positions = Positions.parse(self.positions)
         if self.padding_side not in ("left", "right"):
             raise InputError(f"--padding-side must be left or right, not {self.padding_side!r}")
         if self.store_dtype not in DTYPES:
@@ -82,7 +81,7 @@ class CaptureConfig:
 
     def store_options(self) -> dict:
         """The options that shape the stored data (checked when resuming)."""
-        return {"positions": self.positions, "max_length": self.max_length, "padding_side": self.padding_side,
+        return {"positions": self.positions.spec, "max_length": self.max_length, "padding_side": self.padding_side,
                 "add_special_tokens": self.add_special_tokens, "adapter": self.adapter, "backend": self.backend,
                 "model_dtype": self.model_dtype}
 
@@ -121,11 +120,11 @@ def tokenize_texts(lm: LoadedModel, texts: Sequence[str], max_length: int, add_s
     return kept
 
 
-def check_positions(docs_tokens: Sequence[Sequence[int]], positions) -> None:
+def check_positions(docs_tokens: Sequence[Sequence[int]], positions: Positions) -> None:
     """Refuse positions that fall outside, or select nothing of, any document (naming the first such text)."""
     for i, ids in enumerate(docs_tokens):
         try:
-            select_positions(len(ids), positions)
+            positions.select(len(ids))
         except InputError as e:
             raise InputError(f"text {i}: {e}") from None
 
@@ -296,9 +295,3 @@ class _progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-def config_from_dict(d: dict) -> CaptureConfig:
-    """Rebuild a config from JSON, ignoring unknown keys."""
-    names = {f.name for f in dataclasses.fields(CaptureConfig)}
-    return CaptureConfig(**{k: v for k, v in d.items() if k in names})

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .atomic import atomic_write
-from .data_registry import PACKAGE, SHIPPED_DIR, DataFile, Registry, is_intact, load_registry
-from .errors import DataError
-from .progress import progress_bar
+from hooks.atomic import atomic_write
+from hooks.data_registry import PACKAGE, SHIPPED_DIR, DataFile, Registry, is_intact, load_registry
+from hooks.errors import DataError
+from hooks.progress import progress_bar
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 from urllib.parse import quote
 
-from .errors import InputError
+from hooks.errors import InputError
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from typing import Union
 
 import torch
 
-from .errors import ModelLoadError
+from hooks.errors import ModelLoadError
 
 TORCH_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
                 "float16": torch.float16, "fp16": torch.float16}

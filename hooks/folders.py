@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Union
 
-from .errors import CheckpointError
-from .models import check_adapter_folder
+from hooks.errors import CheckpointError
+from hooks.models import check_adapter_folder
 
 #: the file that marks each kind of adapter folder (a bare PEFT adapter has neither)
 ORACLE_CARD_FILE, ORGANISM_CARD_FILE = "oracle.json", "organism.json"

@@ -12,9 +12,9 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
-from .capture import block_output
-from .errors import InputError
-from .layers import decoder_layers
+from hooks.capture import block_output
+from hooks.errors import InputError
+from hooks.layers import decoder_layers
 
 
 def norm_matched_add(h_ND: torch.Tensor, v_ND: torch.Tensor, coef: float = 1.0) -> torch.Tensor:

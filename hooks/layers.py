@@ -6,11 +6,12 @@ Layer index ``L`` is the output of decoder block ``L`` (0-based), which is Huggi
 from __future__ import annotations
 
 import re
-from typing import Iterable, Sequence, Union
+from dataclasses import dataclass
+from typing import Iterable, Optional, Sequence, Union
 
 from torch import nn
 
-from .errors import LayerError
+from hooks.errors import InputError, LayerError
 
 LayerSpec = Union[int, str]
 
@@ -95,8 +96,77 @@ def n_layers(model: nn.Module) -> int:
     return len(decoder_layers(model))
 
 
-def resolve_layer(spec: LayerSpec, num_layers: int) -> int:
-    """One layer spec to a 0-based block index.
+@dataclass(frozen=True)
+class Layer:
+    """A layer spec, parsed once (:meth:`parse`: its syntax); :meth:`resolve` turns it into a block index of a
+    model of a given depth (the range check, which needs the model).
+
+    Example:
+        >>> layer = Layer.parse("50%")
+        >>> layer.resolve(30), layer.resolve(18), str(layer), Layer.parse(layer) is layer
+        (15, 9, '50%', True)
+    """
+
+    spec: LayerSpec                   # as the user gave it (what reports record)
+    index: Optional[int] = None       # a block index (negative counts from the end); None for a percent
+    percent: Optional[float] = None   # a percent of depth
+
+    @classmethod
+    def parse(cls, spec: Union[LayerSpec, "Layer"]) -> "Layer":
+        """The one parse of a layer spec: an int (negative counts from the end), a numeric string, a percent of
+        depth (``"50%"``) or a TransformerLens name (``"blocks.12.hook_resid_post"``); a parsed value comes back
+        as it is. A malformed spec is a one-line LayerError.
+
+        Example:
+            >>> Layer.parse("blocks.3.hook_resid_post").index, Layer.parse(" 25% ").percent
+            (3, 25.0)
+        """
+        if isinstance(spec, Layer):
+            return spec
+        raw = _Shown(spec)
+        if isinstance(spec, str):
+            s = spec.strip()
+            m = _TL_NAME.fullmatch(s)
+            if m:   # more than 18 digits is out of range of any model (and past what int() reads)
+                return cls(spec, index=int(m.group(1)) if len(m.group(1)) <= 18 else _OUT_OF_RANGE)
+            if s.endswith("%"):
+                try:
+                    pct = float(s[:-1])
+                except ValueError:
+                    raise LayerError(f"bad layer percent {raw!r}: write e.g. '50%'") from None
+                if not 0 <= pct < 100:
+                    raise LayerError(f"layer percent {raw!r} is outside [0%, 100%): use e.g. '25%,50%,75%'")
+                return cls(spec, percent=pct)
+            try:
+                return cls(spec, index=int(s))
+            except ValueError:
+                raise LayerError(
+                    f"bad layer {raw!r}: use an index (12, -1), a percent ('50%') or 'blocks.12.hook_resid_post'"
+                ) from None
+        if isinstance(spec, bool) or not isinstance(spec, int):
+            raise LayerError(f"bad layer {raw!r}: use an int, a percent string or a TransformerLens name")
+        return cls(spec, index=spec)
+
+    def resolve(self, num_layers: int) -> int:
+        """The 0-based block index in a model of ``num_layers`` blocks; out of range is a one-line LayerError."""
+        idx = int(num_layers * self.percent / 100) if self.index is None else self.index
+        if idx < 0:
+            idx += num_layers
+        if not 0 <= idx < num_layers:
+            raise LayerError(f"layer {_Shown(self.spec)!r} is out of range: the model has {num_layers} layers "
+                             f"(0..{num_layers - 1})")
+        return idx
+
+    def __str__(self) -> str:
+        return str(self.spec).strip()
+
+
+_OUT_OF_RANGE = 10 ** 18   # an index no model reaches
+
+
+def resolve_layer(spec: Union[LayerSpec, Layer], num_layers: int) -> int:
+    """One layer spec to a 0-based block index: :meth:`Layer.parse`, then :meth:`Layer.resolve` (a parsed value is
+    not parsed again).
 
     Accepts an int (negative counts from the end), a numeric string, a percent of depth
     (``"50%"`` -> ``int(num_layers * 50 / 100)``) or a TransformerLens name
@@ -106,38 +176,7 @@ def resolve_layer(spec: LayerSpec, num_layers: int) -> int:
         >>> resolve_layer("50%", 30), resolve_layer(-1, 30), resolve_layer("blocks.3.hook_resid_post", 30)
         (15, 29, 3)
     """
-    raw = _Shown(spec)
-    if isinstance(spec, str):
-        s = spec.strip()
-        m = _TL_NAME.fullmatch(s)
-        if m and len(m.group(1)) > 18:
-            raise LayerError(f"layer {raw!r} is out of range: the model has {num_layers} layers (0..{num_layers - 1})")
-        if m:
-            idx = int(m.group(1))
-        elif s.endswith("%"):
-            try:
-                pct = float(s[:-1])
-            except ValueError:
-                raise LayerError(f"bad layer percent {raw!r}: write e.g. '50%'") from None
-            if not 0 <= pct < 100:
-                raise LayerError(f"layer percent {raw!r} is outside [0%, 100%): use e.g. '25%,50%,75%'")
-            idx = int(num_layers * pct / 100)
-        else:
-            try:
-                idx = int(s)
-            except ValueError:
-                raise LayerError(
-                    f"bad layer {raw!r}: use an index (12, -1), a percent ('50%') or 'blocks.12.hook_resid_post'"
-                ) from None
-    elif isinstance(spec, bool) or not isinstance(spec, int):
-        raise LayerError(f"bad layer {raw!r}: use an int, a percent string or a TransformerLens name")
-    else:
-        idx = spec
-    if idx < 0:
-        idx += num_layers
-    if not 0 <= idx < num_layers:
-        raise LayerError(f"layer {raw!r} is out of range: the model has {num_layers} layers (0..{num_layers - 1})")
-    return idx
+    return Layer.parse(spec).resolve(num_layers)
 
 
 class _Shown(str):
@@ -171,3 +210,18 @@ def resolve_layers(specs: Union[LayerSpec, Iterable[LayerSpec]], num_layers: int
     if not items:
         raise LayerError("no layers given: pass e.g. --layers 25%,50%,75%")
     return sorted({resolve_layer(s, num_layers) for s in items})
+
+
+DEPTH_PERCENTS = (25, 50, 75)
+
+
+def source_layers(n_layers: int) -> list[int]:
+    """The three source depths (25, 50, 75 % of the blocks) as 0-based block indices.
+
+    Example:
+        >>> source_layers(30)
+        [7, 15, 22]
+    """
+    if int(n_layers) < 1:
+        raise InputError(f"n_layers must be a positive number of decoder blocks, got {n_layers}")
+    return [int(n_layers * p / 100) for p in DEPTH_PERCENTS]

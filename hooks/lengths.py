@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 
 from torch import nn
 
-from .layers import unwrap
+from hooks.layers import unwrap
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from typing import Iterator, Optional, Union
 import torch
 from torch import nn
 
-from . import quiet
-from .dtypes import parse_dtype  # noqa: F401  (re-exported: hooks.models.parse_dtype)
-from .errors import CheckpointError, ModelLoadError
-from .layers import decoder_layers
+from hooks import quiet
+from hooks.dtypes import parse_dtype  # noqa: F401  (re-exported: hooks.models.parse_dtype)
+from hooks.errors import CheckpointError, ModelLoadError
+from hooks.layers import decoder_layers
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ class LoadedModel:
 
 def weights_hash(model: nn.Module) -> str:
     """Hash of the base model's parameter names and shapes; LoRA parameters are left out."""
-    from .layers import unwrap
+    from hooks.layers import unwrap
 
     base = unwrap(model)
     h = hashlib.sha256()

@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 from typing import Iterator, Union
 
-from .errors import AOError, InputError
+from hooks.errors import AOError, InputError
 
 PathLike = Union[str, Path]
 #: virtual file systems nothing is ever written into

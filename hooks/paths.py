@@ -9,11 +9,32 @@ import os
 from pathlib import Path
 from typing import Optional, Union
 
-from .errors import InputError
+from hooks.errors import InputError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ENV_DIR = "AO_DATA_DIR"
 FETCH_HINT = "run `ao data fetch` to download the public data (or pass --data-dir / set AO_DATA_DIR)"
+
+
+#: the folder of the checkpoints the repository ships (oracles and model organisms)
+SHIPPED = "checkpoints"
+
+
+def shipped_path(path: Union[str, Path]) -> Path:
+    """The one rule for a checkpoint path a user names: as given (relative to the working directory); a relative
+    path that is not there and names a shipped checkpoint (``checkpoints/...``) is the repository's copy, so
+    ``ao demo`` and the default ``--oracle`` work from any folder.
+
+    Example:
+        >>> shipped_path("checkpoints/oracle-smollm2-135m").resolve() == REPO_ROOT / "checkpoints/oracle-smollm2-135m"
+        True
+        >>> shipped_path("runs/my-oracle")
+        PosixPath('runs/my-oracle')
+    """
+    p = Path(path).expanduser()
+    if not p.exists() and not p.is_absolute() and p.parts[:1] == (SHIPPED,) and (REPO_ROOT / p).exists():
+        return REPO_ROOT / p
+    return p
 
 
 def repo_data_dir() -> Path:

@@ -14,23 +14,83 @@ In Python a position may also be an ``int``, a list of ints or a ``slice``. A po
 error naming the text's length, never a silent wrap; so is a spec that selects no token (``slice:5:2`` for every
 text, ``slice:4:`` for a text of 3 tokens). The spellings of earlier versions (``full``, ``A:B``) are refused with
 the new one named.
+
+A spec is parsed once, where it enters (the command line, the ``Oracle`` API, a capture's config), by
+:meth:`Positions.parse` into a :class:`Positions` value; everything below takes that value and only *resolves* it
+against a text's length (:meth:`Positions.select`), never parsing it again.
 """
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Sequence, Union
 
-from .errors import InputError
+from hooks.errors import InputError
 
-Positions = Union[str, int, Sequence[int], slice]
+#: what a user may write: a grammar string, an int, a list of ints, a slice, or an already parsed value
+PositionsSpec = Union[str, int, Sequence[int], slice, "Positions"]
 
 GRAMMAR = "all, last, last:K, slice:A:B, N or N,M,..."
 _SPEC = re.compile(r"^(all|last(?::(\d+))?|slice:(-?\d*):(-?\d*)|-?\d+(?:,-?\d+)*)$")
 _OLD = {re.compile(r"^full$"): "all (every token) or last:K", re.compile(r"^(-?\d*):(-?\d*)$"): "slice:{0}:{1}"}
 
 
-def parse_positions(spec: Positions) -> Positions:
-    """Validate a positions spec (string specs come back stripped; ints, lists and slices unchanged).
+@dataclass(frozen=True, eq=False)
+class Positions:
+    """A positions spec, parsed: which tokens of a text to read. Made only by :meth:`Positions.parse`;
+    :meth:`select` resolves it against a text's length.
+
+    ``spec`` is the spec as written, normalized (a string stripped, a list copied): what a capture records.
+
+    Example:
+        >>> pos = Positions.parse(" last:2 ")
+        >>> str(pos), pos.select(5), Positions.parse(pos) is pos
+        ('last:2', [3, 4], True)
+    """
+
+    spec: Union[str, int, list, slice]
+
+    @classmethod
+    def parse(cls, spec: PositionsSpec) -> "Positions":
+        """The one parse function: a user's spec (see the module's table) as a :class:`Positions`; a value that is
+        already one comes back as it is (nothing is checked twice). A bad or old spelling is a one-line InputError.
+
+        Example:
+            >>> Positions.parse("3,5").select(8), Positions.parse([0, -1]).select(8)
+            ([3, 5], [0, 7])
+        """
+        if isinstance(spec, Positions):
+            return spec
+        return cls(parse_positions(spec))
+
+    def select(self, n_tokens: int) -> list[int]:
+        """The 0-based token indices picked in a text of ``n_tokens`` tokens (a resolution, not a parse): a
+        position outside the text, or a selection of no token, is a one-line InputError naming its length.
+
+        Example:
+            >>> Positions.parse("slice:2:4").select(10), Positions.parse(slice(8, None)).select(10)
+            ([2, 3], [8, 9])
+        """
+        n = int(n_tokens)
+        out = _select(n, self.spec)
+        if not out:
+            raise InputError(f"positions {_shown(self.spec)} select no token of a text of {n} tokens: "
+                             f"choose positions inside it ({GRAMMAR})")
+        return out
+
+    def __str__(self) -> str:
+        return self.spec if isinstance(self.spec, str) else repr(self.spec)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Positions) and type(self.spec) is type(other.spec) and self.spec == other.spec
+
+    def __hash__(self) -> int:
+        return hash(str(self))
+
+
+def parse_positions(spec: PositionsSpec) -> Union[str, int, list, slice]:
+    """The grammar's checker: a spec validated and normalized (string specs come back stripped; ints, lists and
+    slices unchanged). Called by :meth:`Positions.parse` only; use that.
 
     Example:
         >>> parse_positions(" last:4 "), parse_positions("3,5"), parse_positions(-1)
@@ -85,7 +145,7 @@ def _shown(spec: object) -> str:
     return r if len(r) <= 60 else r[:57] + "..."
 
 
-def _check_slice(sl: slice, spec: Positions) -> None:
+def _check_slice(sl: slice, spec: object) -> None:
     """Refuse a slice that selects no token of any text (``slice:5:2``, ``slice::0``) or has a step of 0."""
     if not all(v is None or (isinstance(v, int) and not isinstance(v, bool)) for v in (sl.start, sl.stop, sl.step)):
         raise InputError(f"bad positions {_shown(spec)}: a slice of ints (or None) is needed")
@@ -108,8 +168,13 @@ def _one(p: int, n: int) -> int:
     return p % n
 
 
-def select_positions(n_tokens: int, spec: Positions) -> list[int]:
-    """The 0-based token indices ``spec`` picks in a text of ``n_tokens`` tokens.
+#: the two specs the library itself uses, parsed once
+ALL, LAST = Positions.parse("all"), Positions.parse("last")
+
+
+def select_positions(n_tokens: int, spec: PositionsSpec) -> list[int]:
+    """The 0-based token indices ``spec`` picks in a text of ``n_tokens`` tokens: :meth:`Positions.parse`, then
+    :meth:`Positions.select` (a parsed value is not parsed again).
 
     Example:
         >>> select_positions(10, "last:3"), select_positions(10, "slice:2:4"), len(select_positions(10, "all"))
@@ -117,16 +182,10 @@ def select_positions(n_tokens: int, spec: Positions) -> list[int]:
         >>> select_positions(10, "-1"), select_positions(10, [0, -2]), select_positions(10, slice(8, None))
         ([9], [0, 8], [8, 9])
     """
-    spec = parse_positions(spec)
-    n = int(n_tokens)
-    out = _select(n, spec)
-    if not out:
-        raise InputError(f"positions {_shown(spec)} select no token of a text of {n} tokens: "
-                         f"choose positions inside it ({GRAMMAR})")
-    return out
+    return Positions.parse(spec).select(n_tokens)
 
 
-def _select(n: int, spec: Positions) -> list[int]:
+def _select(n: int, spec: Union[str, int, list, slice]) -> list[int]:
     if isinstance(spec, int):
         return [_one(spec, n)]
     if isinstance(spec, slice):

@@ -9,10 +9,11 @@ from __future__ import annotations
 from typing import Any, Optional
 
 
-def progress_bar(total: int, desc: str, enabled: bool = True, unit: str = "it") -> Optional[Any]:
-    """A tqdm bar over ``total`` items, or None when disabled or there is nothing to do (callers test ``if bar``)."""
+def progress_bar(total: int, desc: str, enabled: bool = True, unit: str = "it", initial: int = 0) -> Optional[Any]:
+    """A tqdm bar over ``total`` items (``initial`` of them already done, for a resumed job), or None when disabled
+    or there is nothing to do (callers test ``if bar``)."""
     if not enabled or total == 0:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True)

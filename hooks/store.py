@@ -23,25 +23,26 @@ writes ``manifest.json``; readers only need ``manifest.json``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import h5py
 import numpy as np
 import torch
 
-from .errors import InputError, StoreError
-from .store_format import (DTYPES, MANIFEST, NP_DTYPES, SHARD_FORMAT_VERSION, STORE_FORMAT_VERSION, DocActs, PathLike,
-                           from_storage, is_store_file, load_json, sha256_file, shard_name, to_storage)
-from .store_manifest import Manifest, parse_manifest
-from .store_writer import StoreWriter, merge_manifests
+from hooks.errors import InputError, StoreError
+from hooks.store_format import (DTYPES, MANIFEST, NP_DTYPES, SHARD_FORMAT_VERSION, STORE_FORMAT_VERSION, ClosesOnExit,
+                                DocActs, PathLike, from_storage, is_store_file, load_json, sha256_file, shard_name,
+                                to_storage)
+from hooks.store_manifest import Manifest, parse_manifest
+from hooks.store_writer import StoreWriter, merge_manifests
 
 # the public face of the store: ``from hooks.store import ActivationStore, StoreWriter, DocActs, ...``
 __all__ = ["ActivationStore", "StoreWriter", "DocActs", "merge_manifests", "is_store_file", "shard_name",
            "to_storage", "from_storage", "DTYPES", "MANIFEST", "STORE_FORMAT_VERSION"]
 
 
-class ActivationStore:
-    """Read an activation store: per document, per layer, batched, or pooled.
+class ActivationStore(ClosesOnExit):
+    """Read an activation store: per document, per layer, or pooled.
 
     Example:
         >>> store = ActivationStore("runs/acts")        # doctest: +SKIP
@@ -110,7 +111,14 @@ class ActivationStore:
         """
         k, j = self._locate(i)
         start, stop = self._doc_rows(k, j)
-        return self._read_docs(k, [i], [(start, stop)], start, stop, self.layers)[0][1]
+
+        def read(f: h5py.File) -> tuple:
+            return (f["tokens"][start:stop], f["positions"][start:stop],
+                    {layer: f["acts"][str(layer)][start:stop] for layer in self.layers})
+
+        tokens_T, positions_T, raw = self._read(k, read)
+        return DocActs(tokens=tokens_T, positions=positions_T,
+                       acts={layer: from_storage(raw_TD, self.dtype) for layer, raw_TD in raw.items()})
 
     def doc_acts(self, i: int, layer: int) -> torch.Tensor:
         """``(T, D)`` float32 activations of document ``i`` at ``layer``.
@@ -124,29 +132,6 @@ class ActivationStore:
         start, stop = self._doc_rows(k, j)
         raw_TD = self._read(k, lambda f: f["acts"][str(int(layer))][start:stop])
         return from_storage(raw_TD, self.dtype)
-
-    def iter_docs(self, layer: Optional[int] = None, batch_docs: int = 64) -> Iterator[list[tuple[int, DocActs]]]:
-        """Yield lists of up to ``batch_docs`` ``(doc_index, DocActs)`` in document order, reading
-        shard by shard and batch by batch (memory bounded by one batch). ``layer`` limits
-        ``acts`` to that layer.
-
-        Example:
-            >>> for batch in store.iter_docs(layer=15, batch_docs=32):   # doctest: +SKIP
-            ...     for i, d in batch: use(i, d.acts[15])
-        """
-        if layer is not None:
-            self.check_layer(layer)
-        layers = self.layers if layer is None else [int(layer)]
-        batch_docs = max(1, int(batch_docs))
-        for k in self._ordered_shards():
-            offsets_N1 = self._shard_offsets(k)
-            doc_start = int(self._shards[k]["doc_start"])
-            n = len(offsets_N1) - 1
-            for a in range(0, n, batch_docs):
-                b = min(n, a + batch_docs)
-                ranges = [(int(offsets_N1[j]), int(offsets_N1[j + 1])) for j in range(a, b)]
-                yield self._read_docs(k, list(range(doc_start + a, doc_start + b)), ranges,
-                                      int(offsets_N1[a]), int(offsets_N1[b]), layers)
 
     def pooled(self, layer: int, how: str = "last", block_rows: int = 8192) -> torch.Tensor:
         """``(n_docs, D)`` float32: per document, the last stored row (``"last"``) or the mean of its rows (``"mean"``).
@@ -322,20 +307,6 @@ class ActivationStore:
         offsets_N1 = self._shard_offsets(k)
         return int(offsets_N1[j]), int(offsets_N1[j + 1])
 
-    def _read_docs(self, k: int, doc_ids: list[int], ranges: list[tuple[int, int]], r0: int, r1: int,
-                   layers: list[int]) -> list[tuple[int, DocActs]]:
-        """Read rows ``r0:r1`` of shard ``k`` once and split them into documents."""
-        def read(f: h5py.File) -> tuple:
-            return (f["tokens"][r0:r1], f["positions"][r0:r1], {layer: f["acts"][str(layer)][r0:r1] for layer in layers})
-
-        tokens_R, positions_R, raw = self._read(k, read)
-        acts_RD = {layer: from_storage(raw_RD, self.dtype) for layer, raw_RD in raw.items()}
-        out = []
-        for i, (a, b) in zip(doc_ids, ranges):
-            out.append((i, DocActs(tokens=tokens_R[a - r0:b - r0], positions=positions_R[a - r0:b - r0],
-                                   acts={layer: t[a - r0:b - r0] for layer, t in acts_RD.items()})))
-        return out
-
     def close(self) -> None:
         """Close the open shard files (the store stays usable; files reopen on demand).
 
@@ -344,12 +315,6 @@ class ActivationStore:
         """
         for k in list(self._files):
             self._close_shard(k)
-
-    def __enter__(self) -> "ActivationStore":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return (f"ActivationStore({str(self.path)!r}, model={self.model_spec}, layers={self.layers}, "

@@ -8,14 +8,14 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional, TypeVar, Union
 
 import h5py
 import numpy as np
 import torch
 
-from .dtypes import parse_dtype
-from .errors import InputError, StoreError
+from hooks.dtypes import parse_dtype
+from hooks.errors import InputError, StoreError
 
 STORE_FORMAT_VERSION = 2   # v2: the manifest records the texts (``texts``) and each shard's ``tokens_sha256``
 SHARD_FORMAT_VERSION = 1   # the shard layout (stamped in each shard's attributes): unchanged since v1
@@ -53,6 +53,30 @@ def shard_name(shard_index: int) -> str:
         'shard-00003.h5'
     """
     return f"shard-{shard_index:05d}.h5"
+
+
+_Self = TypeVar("_Self", bound="ClosesOnExit")
+
+
+class ClosesOnExit:
+    """A ``with`` block that calls ``close()`` on leaving: the store's reader and writer.
+
+    Example:
+        >>> class Shut(ClosesOnExit):
+        ...     def close(self): print("closed")
+        >>> with Shut():
+        ...     pass
+        closed
+    """
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _Self) -> _Self:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
 @dataclass

@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .errors import StoreError
-from .store_format import DTYPES, STORE_FORMAT_VERSION, load_json
+from hooks.errors import StoreError
+from hooks.store_format import DTYPES, STORE_FORMAT_VERSION, load_json
 
 #: manifest versions this code reads (it writes :data:`STORE_FORMAT_VERSION`); v1 has no ``texts`` and no
 #: ``tokens_sha256`` per shard

@@ -10,17 +10,18 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from .errors import InputError, StoreError
-from .store_format import (DTYPES, HEADER_FIELDS, MANIFEST, NP_DTYPES, RANK_MANIFEST_RE, RESUME_FIELDS, SHARD_RE,
-                           SHARD_FORMAT_VERSION, STORE_FORMAT_VERSION, DocActs, PathLike, fsync_file, h5_create, h5_group, normalize_json,
-                           owned_by_rank, pid_alive, read_pid, sha256_file, shard_name, to_storage)
-from .store_manifest import Manifest, TextsRecord, check_same_texts, check_same_tokens, read_manifest
-from .atomic import fsync_dir, write_json_atomic
+from hooks.errors import InputError, StoreError
+from hooks.store_format import (DTYPES, HEADER_FIELDS, MANIFEST, NP_DTYPES, RANK_MANIFEST_RE, RESUME_FIELDS, SHARD_RE,
+                                SHARD_FORMAT_VERSION, STORE_FORMAT_VERSION, ClosesOnExit, DocActs, PathLike, fsync_file,
+                                h5_create, h5_group, normalize_json, owned_by_rank, pid_alive, read_pid, sha256_file,
+                                shard_name, to_storage)
+from hooks.store_manifest import Manifest, TextsRecord, check_same_texts, check_same_tokens, read_manifest
+from hooks.atomic import fsync_dir, write_json_atomic
 
 log = logging.getLogger(__name__)
 
 
-class StoreWriter:
+class StoreWriter(ClosesOnExit):
     """Writes an activation store shard by shard, resumably, one writer per folder (per rank).
 
     Example:
@@ -214,12 +215,6 @@ class StoreWriter:
             self._release_lock()
         except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
-
-    def __enter__(self) -> "StoreWriter":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return (f"StoreWriter({str(self.path)!r}, rank={self.rank}/{self.world_size}, "

@@ -5,7 +5,7 @@ from functools import lru_cache
 
 import torch
 
-from .models import LoadedModel
+from hooks.models import LoadedModel
 
 FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "gpt2", "gpt_neox", "phi3")
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-from .errors import InputError
+from hooks.errors import InputError
 
 PathLike = Union[str, Path]
 _BOM = "\ufeff"

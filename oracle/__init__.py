@@ -1,6 +1,10 @@
-"""The oracle: prompt and injection, the training mix, training, the query API, evaluation and audits.
+"""The oracle: what a user loads and asks (the query API, its card, prompt, injection scaling, batching and
+confidence), with a subpackage per stage of what a user does with it, each importing only those below it:
 
-The public names load on first use, so ``import oracle.tasks`` stays light::
+``oracle.cli`` (the ``ao`` command) > ``oracle.audit`` > ``oracle.evals`` > ``oracle.organisms`` >
+``oracle.training`` > this package > ``oracle.data`` (dataset readers, hash splits, chat helpers).
+
+The public names load on first use, so ``import oracle.data`` stays light::
 
     >>> from oracle import Oracle, Query
     >>> Oracle.__name__, Query.__name__
@@ -12,9 +16,9 @@ import importlib
 
 _EXPORTS = {
     "Oracle": "api", "Query": "api",
-    "OracleCard": "card", "read_card": "card",
-    "TrainConfig": "train", "train_oracle": "train",
-    "SuiteConfig": "suite", "run_suite": "suite",
+    "OracleCard": "card", "read_card": "card", "OracleRef": "reference", "parse_oracle_ref": "reference",
+    "TrainConfig": "training.config", "train_oracle": "training.loop",
+    "SuiteConfig": "evals.suite", "run_suite": "evals.suite",
     "Answer": "confidence", "Calibration": "confidence",
 }
 

@@ -11,23 +11,21 @@ import torch
 
 from hooks.errors import CheckpointError, InputError
 from hooks.inject import inject_at
-from hooks.layers import resolve_layer
-from hooks.positions import Positions, select_positions
+from hooks.layers import Layer, LayerSpec
+from hooks.positions import LAST, Positions, PositionsSpec
 from hooks.adapter_base import load_adapter_base
-from hooks.folders import check_oracle_folder
 from hooks.models import LoadedModel, active_adapter, attach_adapter, load_model
 
-from .batching import make_oracle_batch, target_vectors
-from .card import OracleCard
-from .confidence import (N_CONTROLS, Answer, Calibration, choice_scores_and_sensitivity, debiased_choice,
+from oracle.batching import make_oracle_batch, target_vectors
+from oracle.card import OracleCard
+from oracle.confidence import (N_CONTROLS, Answer, Calibration, choice_scores_and_sensitivity, debiased_choice,
                          open_logprobs_and_sensitivity)
-from .published import CardOverrides, load_card, resolve_card
-from .scaling import InputScaler
-from .tasks.base import source_layers
-from .yes_no import YesNo, check_yes_no_question, yes_no_scores, yes_share
+from oracle.published import CardOverrides, resolve_card
+from oracle.reference import OracleSpec, parse_oracle_ref
+from oracle.scaling import InputScaler
+from oracle.yes_no import YesNo, check_yes_no_question, yes_no_scores, yes_share
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass
@@ -36,13 +34,21 @@ class Query:
 
     ``source``: a text (captured from the target inside the oracle) or an activation tensor
     ``(K, D)`` / ``(D,)``. ``positions`` (texts only): the one grammar of :mod:`hooks.positions`
-    (``"last"``, ``"all"``, ``"last:K"``, ``"slice:A:B"``, ``"N"``, ``"N,M"``, an int, a list or a slice).
+    (``"last"``, ``"all"``, ``"last:K"``, ``"slice:A:B"``, ``"N"``, ``"N,M"``, an int, a list or a slice), parsed
+    here into a :class:`hooks.positions.Positions` (a parsed value is kept as it is).
+
+    Example:
+        >>> str(Query("The cat sat.", "Which word is this?", positions=" last:2 ").positions)
+        'last:2'
     """
 
     source: Union[str, torch.Tensor]
     question: str
-    layer: Optional[Union[int, str]] = None
-    positions: Positions = "last"
+    layer: Optional[Union[LayerSpec, Layer]] = None
+    positions: PositionsSpec = LAST
+
+    def __post_init__(self) -> None:
+        self.positions = Positions.parse(self.positions)   # the API's edge: parsed once, never again below
 
 
 class Oracle:
@@ -65,32 +71,35 @@ class Oracle:
     # -- construction -------------------------------------------------------------------------
 
     @classmethod
-    def load(cls, path: Union[str, Path], target_adapter: Optional[Union[str, Path]] = None, device: str = "cpu",
+    def load(cls, path: OracleSpec, target_adapter: Optional[Union[str, Path]] = None, device: str = "cpu",
              lm: Optional[LoadedModel] = None, overrides: Optional[CardOverrides] = None,
              dtype: str = "float32") -> "Oracle":
         """Load an oracle checkpoint folder (and optionally the target's own adapter).
 
-        A bare PEFT adapter (no ``oracle.json``, e.g. a published Activation Oracle) gets a card
-        derived from its ``adapter_config.json`` and the Activation Oracle conventions
-        (``oracle.published``); ``overrides`` replace card fields (``--base``, ``--source-layers``, ...).
+        ``path``: a folder (resolved by :func:`oracle.reference.parse_oracle_ref`) or an
+        :class:`oracle.reference.OracleRef` already parsed (its card is not read again). A bare PEFT adapter (no
+        ``oracle.json``, e.g. a published Activation Oracle) gets a card derived from its ``adapter_config.json``
+        and the Activation Oracle conventions (``oracle.published``); ``overrides`` replace card fields
+        (``--base``, ``--source-layers``, ...). The card's base-weights hash is checked here, once.
 
         Example:
             >>> Oracle.load("checkpoints/oracle-smollm2-135m").card.source_layers   # doctest: +SKIP
             [7, 15, 22]
         """
-        folder = Path(path)
-        check_oracle_folder(folder)
+        ref = parse_oracle_ref(path)
+        folder, card = ref.path, ref.card
         overrides = overrides or CardOverrides()
-        card = load_card(folder)
         if lm is None and card is not None:
             lm = load_model(overrides.base or card.base_model, device=device, dtype=dtype)
         elif lm is None:
             lm = load_adapter_base(folder, overrides.base, dtype=dtype, device=device)
         if card is not None and lm.weights_hash != card.base_weights_hash:
-            raise CheckpointError(f"oracle {path} was trained on {card.base_model}, not {lm.spec}: use an oracle for this base model")
+            raise CheckpointError(f"oracle {folder} was trained on {card.base_model}, not {lm.spec} (another base model: "
+                                  f"weights hash {card.base_weights_hash[:12]}..., {lm.spec} has "
+                                  f"{lm.weights_hash[:12]}...): use an oracle for this base model")
         card = resolve_card(folder, lm, card, overrides)
-        scaler = InputScaler.for_checkpoint(path, card.input_scaling)
-        attach_adapter(lm, path, name="oracle")
+        scaler = InputScaler.for_checkpoint(folder, card.input_scaling)
+        attach_adapter(lm, folder, name="oracle")
         oracle = cls(lm, card, trained=True, scaler=scaler)
         oracle.calibration = Calibration.load(folder)
         if target_adapter is not None:
@@ -99,30 +108,56 @@ class Oracle:
 
     @classmethod
     def untrained(cls, model: str = "smollm2-135m", lm: Optional[LoadedModel] = None, device: str = "cpu",
-                  scaler: Optional[InputScaler] = None) -> "Oracle":
-        """The base model with no oracle adapter, same prompt and injection: the Patchscopes-style baseline
-        (pass a trained oracle's ``scaler`` to feed it the same scaled vectors).
+                  card: Optional[OracleCard] = None, scaler: Optional[InputScaler] = None) -> "Oracle":
+        """The base model with no oracle adapter, same prompt and injection: the Patchscopes-style baseline.
+        Give a trained oracle's ``card`` and ``scaler`` (or use :meth:`baseline`) to feed it what that oracle
+        reads; with neither it runs with :meth:`OracleCard.for_model` and raw vectors (no oracle to match).
 
         Example:
             >>> Oracle.untrained().trained          # doctest: +SKIP
             False
         """
-        return cls.from_model(lm or load_model(model, device=device), trained=False, scaler=scaler)
+        lm = lm or load_model(model, device=device)
+        if card is None:
+            card = OracleCard.for_model(lm, input_scaling="none" if scaler is None else "standardize")
+        return cls.from_model(lm, card=card, trained=False, scaler=scaler)
 
     @classmethod
-    def from_model(cls, lm: LoadedModel, trained: bool = True, scaler: Optional[InputScaler] = None) -> "Oracle":
-        """An Oracle over a model already loaded, with the default card (layers 25/50/75%, injection at
-        block 1): for checks on an adapter while it trains (with the run's ``scaler``, if it scales its
-        inputs), or, with ``trained=False``, the untrained baseline.
+    def from_model(cls, lm: LoadedModel, *, card: OracleCard, trained: bool = True,
+                   scaler: Optional[InputScaler] = None) -> "Oracle":
+        """An Oracle over a model already loaded, with the ``card`` it should use (e.g.
+        :meth:`OracleCard.for_model`): for checks on an adapter while it trains (with the run's ``scaler``, if
+        it scales its inputs), or, with ``trained=False``, the untrained baseline.
 
         Example:
-            >>> Oracle.from_model(load_model("smollm2-135m"), trained=False).trained   # doctest: +SKIP
+            >>> lm = load_model("smollm2-135m")                                                # doctest: +SKIP
+            >>> Oracle.from_model(lm, card=OracleCard.for_model(lm), trained=False).trained   # doctest: +SKIP
             False
         """
-        card = OracleCard(base_model=lm.spec, base_weights_hash=lm.weights_hash, d_model=lm.d_model,
-                          source_layers=source_layers(lm.n_layers),
-                          input_scaling="standardize" if scaler is not None else "none")
         return cls(lm, card, trained=trained, scaler=scaler)
+
+    def baseline(self) -> "Oracle":
+        """The untrained oracle of this oracle: the same model, card and input scaling, no adapter (so the two
+        differ only by the adapter).
+
+        Example:
+            >>> Oracle.load("checkpoints/oracle-smollm2-135m").baseline().trained   # doctest: +SKIP
+            False
+        """
+        return Oracle(self.lm, self.card, trained=False, scaler=self.scaler)
+
+    def set_thresholds(self, min_confidence: Optional[float] = None, min_sensitivity: Optional[float] = None) -> None:
+        """Replace the abstention thresholds of both answer kinds (``None`` keeps the fitted one; with no
+        ``calibration.json`` the temperatures stay 1).
+
+        Example:
+            >>> oracle.set_thresholds(min_confidence=0.8)            # doctest: +SKIP
+            >>> oracle.calibration.choice.min_confidence              # doctest: +SKIP
+            0.8
+        """
+        if min_confidence is None and min_sensitivity is None:
+            return
+        self.calibration = (self.calibration or Calibration()).with_thresholds(min_confidence, min_sensitivity)
 
     def set_target(self, adapter: Optional[Union[str, Path]]) -> None:
         """Attach the audited model's own adapter (named "target"); its activations are then read with it on.
@@ -143,20 +178,14 @@ class Oracle:
 
     # -- activations --------------------------------------------------------------------------
 
-    def _layer(self, layer: Optional[Union[int, str]]) -> int:
+    def _layer(self, layer: Optional[Union[LayerSpec, Layer]]) -> int:
         if layer is None:
             return self.card.source_layers[len(self.card.source_layers) // 2]
-        idx = resolve_layer(layer, self.lm.n_layers)
+        idx = Layer.parse(layer).resolve(self.lm.n_layers)
         if self.trained and idx not in self.card.source_layers:
             warnings.warn(f"layer {idx} is not one the oracle was trained on ({self.card.source_layers}): answers may be poor",
                           stacklevel=3)
         return idx
-
-    def _positions(self, n: int, positions: Positions) -> list[int]:
-        out = select_positions(n, positions)
-        if not out:
-            raise InputError(f"positions {positions!r} select no token of a text of {n} tokens")
-        return out
 
     def encode(self, text: str) -> list[int]:
         """Token ids the target reads for ``text``."""
@@ -168,11 +197,12 @@ class Oracle:
                              "pass a shorter text (or its part the question is about)")
         return ids
 
-    def activations(self, texts: Sequence[str], layer: int, positions: Sequence[Positions], diff: bool = False,
+    def activations(self, texts: Sequence[str], layer: int, positions: Sequence[PositionsSpec], diff: bool = False,
                     use_target: bool = True) -> list[torch.Tensor]:
-        """Target activations ``(K, D)`` for each text (target adapter on when attached; oracle adapter off)."""
+        """Target activations ``(K, D)`` for each text (target adapter on when attached; oracle adapter off).
+        ``positions``: one spec per text (parsed here unless already a :class:`hooks.positions.Positions`)."""
         ids = [self.encode(t) for t in texts]
-        pos = [self._positions(len(i), p) for i, p in zip(ids, positions)]
+        pos = [Positions.parse(p).select(len(i)) for i, p in zip(ids, positions)]
         adapter = "target" if (use_target and self.has_target) else None
         if diff and not self.has_target:
             raise InputError("diff=True needs a target adapter: pass target_adapter= to Oracle.load")
@@ -248,8 +278,8 @@ class Oracle:
                 answers.append(tok.decode(row, skip_special_tokens=True).strip())
         return answers
 
-    def ask(self, source: Union[str, torch.Tensor], question: str, layer: Optional[Union[int, str]] = None,
-            positions: Positions = "last", diff: bool = False, max_new_tokens: int = 32, abstain: bool = False,
+    def ask(self, source: Union[str, torch.Tensor], question: str, layer: Optional[Union[LayerSpec, Layer]] = None,
+            positions: PositionsSpec = LAST, diff: bool = False, max_new_tokens: int = 32, abstain: bool = False,
             details: bool = False) -> Union[str, Answer]:
         """Ask one question about a text (captured from the target) or activation vectors.
 
@@ -306,8 +336,8 @@ class Oracle:
             check_yes_no_question(q.question)
         return yes_share(self.first_token_logprobs(queries, diff=diff, batch_size=batch_size), self.lm.tokenizer).tolist()
 
-    def yes_probability(self, source: Union[str, torch.Tensor], question: str, layer: Optional[Union[int, str]] = None,
-                        positions: Positions = "last", diff: bool = False,
+    def yes_probability(self, source: Union[str, torch.Tensor], question: str, layer: Optional[Union[LayerSpec, Layer]] = None,
+                        positions: PositionsSpec = LAST, diff: bool = False,
                         details: bool = False) -> Union[float, YesNo]:
         """P(yes) of a yes/no question; ``details=True`` returns a :class:`oracle.yes_no.YesNo` that also holds
         P(yes) with control vectors (the question's own prior), the log-odds against it and the sensitivity.
@@ -375,7 +405,7 @@ class Oracle:
         return out
 
     def choose(self, source: Union[str, torch.Tensor], question: str, candidates: Sequence[str],
-               layer: Optional[Union[int, str]] = None, positions: Positions = "last", diff: bool = False,
+               layer: Optional[Union[LayerSpec, Layer]] = None, positions: PositionsSpec = LAST, diff: bool = False,
                abstain: bool = False, details: bool = False) -> Union[str, Answer]:
         """The candidate answer the oracle finds most likely (see :meth:`answer_logprobs`); ``abstain`` and
         ``details`` as in :meth:`ask`: then each candidate is scored against its score with control vectors

@@ -12,7 +12,7 @@ from hooks.capture import capture_batch, pad_batch, position_ids_from_mask
 from hooks.errors import InputError
 from hooks.models import LoadedModel, active_adapter
 
-from .prompt import DEFAULT_CHAT_STYLE, build_prompt
+from oracle.prompt import DEFAULT_CHAT_STYLE, build_prompt
 
 IGNORE = -100
 
@@ -132,16 +132,17 @@ def target_vectors(
     """Target activations ``(K_i, D)`` of each context at its positions and layer, with only ``adapter``
     active (``None``: the base model). ``diff=True`` returns (adapter minus base) activations.
 
+    ``positions`` are token indices already resolved inside each context (``hooks.positions.Positions.select``,
+    or a task's own choice); they are not checked again here.
+
     Example:
         >>> vs = target_vectors(lm, [[1, 2, 3]], [[2]], [15])   # doctest: +SKIP
         >>> vs[0].shape                                         # doctest: +SKIP
         torch.Size([1, 576])
     """
-    for i, (ctx, pos) in enumerate(zip(contexts, positions)):
+    for i, ctx in enumerate(contexts):
         if not ctx:
             raise InputError(f"context {i} is empty")
-        if not pos or min(pos) < 0 or max(pos) >= len(ctx):
-            raise InputError(f"context {i}: positions {list(pos)[:5]}... are outside its {len(ctx)} tokens")
     device = lm.device
     pad_id = pad_token_id(lm.tokenizer)
     tokens_BL, mask_BL = pad_batch(contexts, pad_id, side="right", device=device)

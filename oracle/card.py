@@ -8,8 +8,9 @@ from typing import Optional
 
 from hooks.atomic import write_json_atomic
 from hooks.errors import CheckpointError, LayerError
+from hooks.layers import source_layers
 
-from .prompt import CHAT_STYLES, DEFAULT_CHAT_STYLE, PROMPT_FORMAT_VERSION
+from oracle.prompt import CHAT_STYLES, DEFAULT_CHAT_STYLE, PROMPT_FORMAT_VERSION
 
 CARD = "oracle.json"
 
@@ -36,6 +37,20 @@ class OracleCard:
     train_config: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
     evaluation: dict = field(default_factory=dict)
+
+    @classmethod
+    def for_model(cls, lm, input_scaling: str = "none") -> "OracleCard":
+        """The card of an oracle made on the loaded model ``lm`` (a :class:`hooks.models.LoadedModel`) with this
+        project's defaults: source layers at 25/50/75 % of its depth, injection at block 1, placeholder ``" ?"``,
+        coefficient 1. What an adapter being trained, or the baseline of no oracle, runs with.
+
+        Example:
+            >>> from hooks.testing import tiny_loaded
+            >>> OracleCard.for_model(tiny_loaded("llama", n_layers=4)).source_layers
+            [1, 2, 3]
+        """
+        return cls(base_model=lm.spec, base_weights_hash=lm.weights_hash, d_model=lm.d_model,
+                   source_layers=source_layers(lm.n_layers), input_scaling=input_scaling)
 
 
 def has_card(folder: Path | str) -> bool:

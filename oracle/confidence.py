@@ -34,8 +34,9 @@ import torch
 
 from hooks.atomic import atomic_write_text
 from hooks.errors import CheckpointError, InputError
+from hooks.positions import ALL, LAST
 
-from .tasks.base import check_share
+from oracle.data.splits import check_share
 
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,20 @@ class Calibration:
     target_precision: Optional[float] = None
     adapter_sha256: str = ""
     fit: dict = field(default_factory=dict)
+
+    def with_thresholds(self, min_confidence: Optional[float] = None,
+                        min_sensitivity: Optional[float] = None) -> "Calibration":
+        """A copy whose abstention thresholds (both kinds) are replaced where given; temperatures kept.
+
+        Example:
+            >>> Calibration().with_thresholds(min_confidence=0.7).open
+            KindCalibration(temperature=1.0, min_sensitivity=0.0, min_confidence=0.7)
+        """
+        def kind(k: KindCalibration) -> KindCalibration:
+            return KindCalibration(k.temperature, k.min_sensitivity if min_sensitivity is None else min_sensitivity,
+                                   k.min_confidence if min_confidence is None else min_confidence)
+
+        return dataclasses.replace(self, choice=kind(self.choice), open=kind(self.open))
 
     def kind(self, kind: str) -> KindCalibration:
         if kind not in KINDS:
@@ -209,7 +224,7 @@ def control_vectors(oracle: ReadsActivations, layer: int, k: int, diff: bool, n_
     key = (layer, diff, oracle.lm.adapters.get("target"))
     if key not in cache:
         texts = list(CONTROL_TEXTS)
-        cache[key] = oracle.activations(texts, layer, [slice(None)] * len(texts), diff=diff)
+        cache[key] = oracle.activations(texts, layer, [ALL] * len(texts), diff=diff)
     out = []
     for acts in cache[key][:n_controls]:
         idx = [(len(acts) - k + i) % len(acts) for i in range(k)]
@@ -222,8 +237,8 @@ def _control_queries(oracle: ReadsActivations, queries: Sequence[Any], diff: boo
     per_control: list[list[Any]] = [[] for _ in range(n_controls)]
     for q, v, layer in zip(queries, vecs, layers):
         for c, ctrl in enumerate(control_vectors(oracle, layer, len(v), diff, n_controls)):
-            per_control[c].append(dataclasses.replace(q, source=ctrl, layer=layer, positions="last"))
-    real = [dataclasses.replace(q, source=v, layer=layer, positions="last") for q, v, layer in zip(queries, vecs, layers)]
+            per_control[c].append(dataclasses.replace(q, source=ctrl, layer=layer, positions=LAST))
+    real = [dataclasses.replace(q, source=v, layer=layer, positions=LAST) for q, v, layer in zip(queries, vecs, layers)]
     return real, per_control
 
 
@@ -250,7 +265,7 @@ def debiased_choice(scores: Sequence[float], prior: Sequence[float]) -> list[flo
     log-probability with the control vectors (contextual calibration). The calibrated answers use these: a
     summed log-probability also carries the candidate string's own prior (a long title, a common word), which
     the control measures; on the calibration split this raised the choice accuracy of the shipped oracle from
-    0.73 to 0.77 and cut the calibration error in half (docs/experiments/2026-12-calibration.md).
+    0.73 to 0.77 and cut the calibration error in half (experiments/2026-12-calibration/README.md).
 
     Example:
         >>> debiased_choice([-1.0, -9.0], [-3.0, -8.0])

@@ -11,7 +11,6 @@ template as their code renders it (``enable_thinking=False``, nothing stripped: 
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 from dataclasses import dataclass, replace
@@ -25,8 +24,8 @@ from hooks.adapter_base import (is_local_path, model_skeleton, portable_base_nam
 from hooks.folders import check_oracle_folder
 from hooks.models import LoadedModel, check_adapter_folder
 
-from .card import OracleCard, check_card_fits, has_card, read_card, write_card
-from .prompt import DEFAULT_PLACEHOLDER
+from oracle.card import OracleCard, check_card_fits, has_card, read_card, write_card
+from oracle.prompt import DEFAULT_PLACEHOLDER
 
 log = logging.getLogger(__name__)
 
@@ -91,24 +90,6 @@ class CardOverrides:
     def given(self) -> dict:
         """The fields that were set, by name."""
         return {k: v for k, v in self.__dict__.items() if v is not None}
-
-
-def add_card_arguments(parser: argparse.ArgumentParser) -> None:
-    """The command-line flags that override an oracle card's fields (``ao ask``, ``ao card init``)."""
-    parser.add_argument("--base", default=None,
-                        help="base model of the oracle (default: its card's, or its adapter_config.json's)")
-    parser.add_argument("--source-layers", default=None,
-                        help="layers the oracle reads, e.g. 9,18,27 or 25%%,50%%,75%% (default: the card's; "
-                             "a bare adapter: 25%%,50%%,75%%)")
-    parser.add_argument("--injection-layer", default=None, help="block whose output receives the vectors (default 1)")
-    parser.add_argument("--coef", default=None, help="injection coefficient (default 1)")
-    parser.add_argument("--placeholder", default=None, help="placeholder string (default ' ?')")
-
-
-def overrides_from_args(args: argparse.Namespace) -> CardOverrides:
-    """:class:`CardOverrides` from the flags :func:`add_card_arguments` added."""
-    return CardOverrides.parse(base=args.base, source_layers=args.source_layers, injection_layer=args.injection_layer,
-                               coef=args.coef, placeholder=args.placeholder)
 
 
 def named_base(folder: Union[str, Path]) -> str:
@@ -274,6 +255,5 @@ def load_card(folder: Union[str, Path]) -> Optional[OracleCard]:
     return read_card(Path(folder)) if has_card(folder) else None
 
 
-__all__: Sequence[str] = ("AO_LAYER_PERCENTS", "CardOverrides", "add_card_arguments", "apply_overrides",
-                          "check_named_base", "derive_card", "init_card", "load_card", "named_base",
-                          "overrides_from_args", "resolve_card")
+__all__: Sequence[str] = ("AO_LAYER_PERCENTS", "CardOverrides", "apply_overrides", "check_named_base", "derive_card",
+                          "init_card", "load_card", "named_base", "resolve_card")

@@ -1,7 +1,7 @@
 """Input scaling: z-score each dimension of a target activation before it is injected into the oracle.
 
 Why: on SmolLM2-135M five residual dimensions hold 58-67 % of the squared norm of the last-token vectors at
-layers 7-22, and the vectors of unrelated texts have a mean cosine of 0.6-0.7 (``scripts/activation_geometry.py``). The
+layers 7-22, and the vectors of unrelated texts have a mean cosine of 0.6-0.7 (``experiments/2026-input-scaling/activation_geometry.py``). The
 norm-matched injection ``h + ||h|| v/||v||`` then spends most of its budget on a direction that is the same
 for every input. Subtracting the per-dimension mean and dividing by the per-dimension standard deviation (both
 measured once on the training activations, per source layer) leaves the part that varies, with every

@@ -1,7 +1,7 @@
 """The one yes/no scorer: P(yes) / (P(yes) + P(no)) of the oracle's first answer token, each side summed over
 its spellings ("Yes", " yes", "YES", ...), read with the real vectors and with control vectors from neutral
 texts, and its sensitivity (how much the answer depends on the vectors). Used by
-:meth:`oracle.Oracle.yes_probability`, the unseen-questions suite (:mod:`oracle.unseen`) and the audits.
+:meth:`oracle.Oracle.yes_probability`, the unseen-questions suite (:mod:`oracle.evals.unseen`) and the audits.
 
 Why against the control: a question's wording alone pushes the answer toward "Yes" or "No" (an oracle
 asked "Is this about China?" may say "No" to everything). ``against_control`` is the log-odds of yes with
@@ -27,8 +27,9 @@ from typing import Any, Sequence
 import torch
 
 from hooks.errors import InputError
+from hooks.positions import LAST
 
-from .confidence import N_CONTROLS, ReadsActivations, control_vectors, js_bits
+from oracle.confidence import N_CONTROLS, ReadsActivations, control_vectors, js_bits
 
 YES_WORDS = ("Yes", " Yes", "yes", " yes", "YES", " YES")
 NO_WORDS = ("No", " No", "no", " no", "NO", " NO")
@@ -114,7 +115,7 @@ def _logit(p: float) -> float:
 def resolved_queries(oracle: ReadsActivations, queries: Sequence[Any], diff: bool = False) -> list[Any]:
     """The queries with their vectors read once (texts captured), so the real and the control passes share them."""
     vecs, layers = oracle.query_vectors(queries, diff)
-    return [dataclasses.replace(q, source=v, layer=L, positions="last") for q, v, L in zip(queries, vecs, layers)]
+    return [dataclasses.replace(q, source=v, layer=L, positions=LAST) for q, v, L in zip(queries, vecs, layers)]
 
 
 def control_first_token_logprobs(oracle: ReadsActivations, queries: Sequence[Any], diff: bool = False,

@@ -8,12 +8,7 @@ Checkpoint (a folder): ``probe.safetensors`` holds ``w_D`` (float64, ``(D,)``) a
 (float64, ``(1,)``); ``probe.json`` holds everything else (kind, classes, config, fit
 record, free-form metadata, the sha256 of the weights file). Nothing is ever pickled.
 
-Two trainers give the same :class:`LinearProbe`:
-
-- :meth:`LinearProbe.fit` (alias :func:`train_probe`): in memory, NumPy + scikit-learn.
-- :func:`probes.torch_fit.fit_logistic_torch`: full-batch L-BFGS in torch on whatever device the data is on,
-  from a tensor or from a re-iterable stream of ``(X_chunk, y_chunk)`` batches, for stores
-  too big for memory.
+:meth:`LinearProbe.fit` trains one in memory with NumPy + scikit-learn.
 """
 from __future__ import annotations
 
@@ -353,12 +348,6 @@ class LinearProbe:
                 raise CheckpointError(f"probe config in {directory / META_FILE} is invalid: {e}") from None
         return cls(w_D=w_D, b=float(b_1[0]), kind=kind, classes=classes, config=config,
                    info=dict(meta.get("info") or {}), metadata=dict(meta.get("metadata") or {}))
-
-
-def train_probe(X_ND: ArrayLike, y_N: ArrayLike, config: Optional[ProbeConfig] = None,
-                metadata: Optional[dict] = None) -> LinearProbe:
-    """Same as :meth:`LinearProbe.fit`."""
-    return LinearProbe.fit(X_ND, y_N, config, metadata)
 
 
 # ----------------------------------------------------------------------------- numpy/sklearn fitting

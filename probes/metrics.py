@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import numpy as np
 
@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 
 def _pair(y_true: Any, other: Any, other_name: str) -> tuple[np.ndarray, np.ndarray]:
-    from .linear import to_numpy
+    from probes.linear import to_numpy
 
     a, b = to_numpy(y_true), to_numpy(other)
     if a.ndim != 1 or b.ndim != 1:
@@ -111,7 +111,7 @@ def majority_baseline(y_train: Any, y_test: Any) -> float:
         >>> majority_baseline([1, 1, 0], [1, 0, 0, 0])
         0.25
     """
-    from .linear import to_numpy
+    from probes.linear import to_numpy
 
     tr, te = to_numpy(y_train), to_numpy(y_test)
     if tr.ndim != 1 or te.ndim != 1 or tr.size == 0 or te.size == 0:
@@ -119,39 +119,3 @@ def majority_baseline(y_train: Any, y_test: Any) -> float:
     values, counts = np.unique(tr, return_counts=True)
     majority = values[int(np.argmax(counts))]
     return float((te == majority).mean())
-
-
-def evaluate_probe(probe: Any, X_ND: Any, y_N: Any, *, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05,
-                   y_train: Optional[Any] = None) -> dict:
-    """Accuracy and AUROC of a :class:`~probes.linear.LinearProbe` with bootstrap CIs, as a JSON-ready dict.
-
-    ``auroc`` is None when the test labels hold one class. With ``y_train`` the dict also has
-    ``majority_baseline``.
-
-    Example:
-        >>> from probes.linear import LinearProbe
-        >>> p = LinearProbe(w_D=np.array([1.0]), b=0.0, kind="diff_means", classes=[0, 1])
-        >>> evaluate_probe(p, [[-1.0], [2.0], [0.5], [-3.0]], [0, 1, 0, 0], n_boot=50)["accuracy"]
-        0.75
-    """
-    from .linear import to_numpy
-
-    y = to_numpy(y_N)
-    scores = probe.decision_function(X_ND)
-    if y.ndim != 1 or y.shape[0] != scores.shape[0]:
-        raise InputError(f"got {y.size} labels for {scores.shape[0]} documents (rows of X): "
-                         f"pass exactly one label per document")
-    unknown = set(np.unique(y).tolist()) - set(probe.classes)
-    if unknown:
-        raise InputError(f"test labels {sorted(unknown, key=str)[:5]} are not among the probe's classes {probe.classes}")
-    y01 = (y == probe.classes[1]).astype(np.int64)
-    pred01 = (scores > 0).astype(np.int64)
-    acc, acc_lo, acc_hi = bootstrap_ci(accuracy, y01, pred01, n_boot=n_boot, seed=seed, alpha=alpha)
-    out: dict = {"n": int(y.shape[0]), "n_pos": int(y01.sum()), "accuracy": acc, "accuracy_ci": [acc_lo, acc_hi],
-                 "auroc": None, "auroc_ci": None, "alpha": alpha, "n_boot": int(n_boot)}
-    if 0 < y01.sum() < y01.size:
-        au, au_lo, au_hi = bootstrap_ci(auroc, y01, scores, n_boot=n_boot, seed=seed, alpha=alpha)
-        out.update(auroc=au, auroc_ci=[au_lo, au_hi])
-    if y_train is not None:
-        out["majority_baseline"] = majority_baseline(y_train, y)
-    return out

@@ -28,7 +28,7 @@ def main() -> None:
 
     from hooks.models import load_model
     from oracle.api import Oracle, Query
-    from oracle.train import TrainConfig, build_examples, capture_example_store, make_batch, oracle_loss
+    from oracle.training.loop import TrainConfig, build_examples, capture_example_store, make_batch, oracle_loss
 
     lm = load_model("smollm2-135m")
     base_model = lm.model

@@ -249,7 +249,7 @@ def test_audit_is_deterministic_in_its_word_ranking(audited, lm):
 # -- bad input: one line, exit code 2, nothing written ------------------------------------------------
 
 def _cli(args: list[str], capsys) -> tuple[int, str]:
-    from cli.main import main
+    from oracle.cli.main import main
 
     rc = main(args)
     err = capsys.readouterr().err
@@ -410,8 +410,9 @@ def test_audit_prompts_without_data_folder(monkeypatch):
 def test_ordinary_texts_are_held_out_wikitext():
     """oracle_diff reads the test paragraphs of WikiText: no text the oracle trained on (by document hash)."""
     from oracle.audit.prompts import ordinary_texts
-    from oracle.tasks.base import resolve_data_dir
-    from oracle.tasks.reading import doc_hash, wikitext_paragraphs
+    from oracle.data.files import resolve_data_dir
+    from oracle.data.texts import wikitext_paragraphs
+    from oracle.training.tasks.reading import doc_hash
 
     texts, source = ordinary_texts(128)
     assert source == "wikitext2_test" and len(texts) == 128 and texts == ordinary_texts(128)[0]

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from hooks.store import MANIFEST, ActivationStore, StoreWriter
-from cli.main import main
+from oracle.cli.main import main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -343,7 +343,7 @@ def test_sigkill_then_resume_is_bitwise_identical(tmp_path, capsys, wikitext_lin
             "--docs-per-shard", "4", "--batch-size", "4", "--max-length", "48"]
     killed = tmp_path / "killed"
     log = open(tmp_path / "killed.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "cli", "capture", *args, "--out", str(killed)],
+    proc = subprocess.Popen([sys.executable, "-m", "oracle.cli", "capture", *args, "--out", str(killed)],
                             cwd=REPO, env=_subprocess_env(), stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 240
@@ -389,7 +389,7 @@ def test_ctrl_c_then_resume_is_bitwise_identical(tmp_path, capsys, wikitext_line
     args = ["--model", "smollm2-135m", "--texts", str(texts), "--layers", "25%,50%,75%",
             "--docs-per-shard", "4", "--batch-size", "4", "--max-length", "48"]
     stopped = tmp_path / "stopped"
-    proc = subprocess.Popen([sys.executable, "-m", "cli", "capture", *args, "--out", str(stopped)],
+    proc = subprocess.Popen([sys.executable, "-m", "oracle.cli", "capture", *args, "--out", str(stopped)],
                             cwd=REPO, env=_subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             preexec_fn=_default_sigint)
     try:
@@ -437,7 +437,7 @@ def test_data_parallel_under_accelerate_equals_single_process(tmp_path, capsys, 
     dp = tmp_path / "dp"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
-           "-m", "cli", "capture", *args, "--out", str(dp)]
+           "-m", "oracle.cli", "capture", *args, "--out", str(dp)]
     res = subprocess.run(cmd, cwd=REPO, env=_subprocess_env(), capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "rank 0/2" in res.stdout and "rank 1/2" in res.stdout
@@ -464,7 +464,7 @@ def test_data_parallel_under_accelerate_equals_single_process(tmp_path, capsys, 
 
 
 def _cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=REPO, env=_subprocess_env(), capture_output=True,
+    return subprocess.run([sys.executable, "-m", "oracle.cli", *args], cwd=REPO, env=_subprocess_env(), capture_output=True,
                           text=True, timeout=timeout)
 
 

@@ -3,7 +3,7 @@
 Each list mixes the subcommand's own flags with awkward values (empty, zero, negative, NaN, huge, malformed JSON,
 paths that are files, folders, missing, or in ``/proc``). The run ends in one of: argparse's usage error, a one-line
 ``error: ...`` (exit 2), a normal exit, or the moment the command would load a model, which the test stops there
-(so no real work runs and nothing is downloaded). Anything else escaping ``cli.main.main`` is a defect.
+(so no real work runs and nothing is downloaded). Anything else escaping ``oracle.cli.main.main`` is a defect.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from cli.main import build_parser, main
+from oracle.cli.main import build_parser, main
 
 
 class ModelLoadReached(Exception):

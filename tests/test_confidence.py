@@ -1,4 +1,4 @@
-"""Sensitivity, calibration and abstention (oracle.confidence, oracle.calibrate): constructed cases on tiny models."""
+"""Sensitivity, calibration and abstention (oracle.confidence, oracle.evals.calibrate): constructed cases on tiny models."""
 from __future__ import annotations
 
 import dataclasses
@@ -18,7 +18,7 @@ from oracle.confidence import (CALIBRATION_FILE, Answer, Calibration, KindCalibr
 
 def _oracle(coef: float = 1.0) -> Oracle:
     lm = tiny_loaded("llama", seed=3)
-    oracle = Oracle.from_model(lm, trained=False)
+    oracle = Oracle.untrained(lm=lm)
     oracle.card = dataclasses.replace(oracle.card, placeholder="?", coef=coef, injection_layer=0)
     return oracle
 
@@ -113,7 +113,7 @@ def test_thresholds_outside_0_1_are_refused():
     (["calibrate", "--oracle", "checkpoints/organisms/benign"], "has no oracle.json"),
 ])
 def test_cli_refuses_bad_confidence_arguments_in_one_line(argv, message, capsys):
-    from cli.main import main
+    from oracle.cli.main import main
 
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from cli.main import main
+from oracle.cli.main import main
 from hooks.data_registry import PACKAGE, check_folder, load_registry
 from hooks.errors import InputError
 from hooks.paths import data_dir
@@ -157,8 +157,8 @@ def test_fetch_into_an_empty_folder_then_check_passes(server, tmp_path, capsys):
 
 
 def test_the_reading_group_alone_feeds_the_reading_suite_and_mix(reading_folder, hf_tokenizer, capsys):
-    from oracle.suite import SuiteConfig, suite_items
-    from oracle.tasks.mix import build_training_mix
+    from oracle.evals.suite import SuiteConfig, suite_items
+    from oracle.training.tasks.mix import build_training_mix
 
     assert ao(capsys, "data", "check", "reading", "--data-dir", str(reading_folder))[0] == 0
     rc, out, _ = ao(capsys, "data", "check", "--data-dir", str(reading_folder))
@@ -261,7 +261,7 @@ def test_the_resolver_order_and_its_error(monkeypatch, tmp_path, capsys):
 
 
 def test_a_missing_file_names_the_group_to_fetch(reading_folder):
-    from oracle.tasks.unseen_sets import unseen_items
+    from oracle.data.unseen_sets import unseen_items
 
     with pytest.raises(InputError, match=r"missing data file .*engels.*: run `ao data fetch unseen --data-dir "):
         unseen_items("journalist", 4, data_dir=str(reading_folder))
@@ -275,12 +275,12 @@ def test_train_and_suite_run_on_a_fetched_folder_alone(reading_folder, tmp_path)
     env = dict(os.environ, AO_DATA_DIR=str(reading_folder), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                TOKENIZERS_PARALLELISM="false", CUDA_VISIBLE_DEVICES="")
     out = tmp_path / "oracle"
-    train = [sys.executable, "-m", "cli", "train", "--out", str(out), "--store-dir", str(tmp_path / "cache"),
+    train = [sys.executable, "-m", "oracle.cli", "train", "--out", str(out), "--store-dir", str(tmp_path / "cache"),
              "--n-examples", "64", "--time-budget-s", "30", "--no-eval", "--calibration-n", "0"]
     proc = subprocess.run(train, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (out / "adapter_model.safetensors").is_file()
-    suite = [sys.executable, "-m", "cli", "eval", "--oracle", str(out), "--suite", "skills", "--suite-n", "4",
+    suite = [sys.executable, "-m", "oracle.cli", "eval", "--oracle", str(out), "--suite", "skills", "--suite-n", "4",
              "--probe-n", "8", "--out", str(tmp_path / "suite"), "--no-card"]
     proc = subprocess.run(suite, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]

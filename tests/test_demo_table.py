@@ -50,7 +50,7 @@ def same_up_to_rounding(got: str, want: str, tol: float = 0.0015) -> list[str]:
 def test_ao_demo_prints_the_recorded_table(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
                CUDA_VISIBLE_DEVICES="")
-    proc = subprocess.run([sys.executable, "-m", "cli", "demo", "--out", str(tmp_path / "demo")], cwd=REPO, env=env,
+    proc = subprocess.run([sys.executable, "-m", "oracle.cli", "demo", "--out", str(tmp_path / "demo")], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     got = table_of(proc.stdout)
@@ -70,8 +70,8 @@ def test_ao_demo_without_the_data_folder(tmp_path, monkeypatch, capsys):
     prompts only, and ``oracle_diff`` reads them instead of WikiText) and prints its own recorded table,
     ``tests/golden/demo_taboo_moon_no_data.txt`` (rewritten like the other with ``AO_UPDATE_GOLDEN=1``)."""
     import hooks.paths as paths
-    from cli.cmd_demo import NO_DATA_NOTE
-    from cli.main import main
+    from oracle.cli.cmd_demo import NO_DATA_NOTE
+    from oracle.cli.main import main
     from hooks.errors import InputError
 
     monkeypatch.chdir(REPO)

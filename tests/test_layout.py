@@ -1,12 +1,28 @@
 """The import graph (read with ast, nothing imported): no cycle between modules, and no package imports one
-above it (cli -> oracle -> probes -> hooks). Function-level imports count: a lazy import still ties two modules."""
+above it. The floors, top down: oracle.cli -> oracle.audit -> oracle.evals -> oracle.organisms ->
+oracle.training -> oracle (what a user loads and asks) -> oracle.data -> probes -> hooks. Function-level imports
+count: a lazy import still ties two modules."""
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-FLOORS = {"hooks": 0, "probes": 1, "oracle": 2, "cli": 3}  # a package may import only packages on its floor or below
+# a package may import only packages on its floor or below; a module's floor is its longest listed prefix
+FLOORS = {"hooks": 0, "probes": 1, "oracle.data": 2, "oracle": 3, "oracle.training": 4, "oracle.organisms": 5,
+          "oracle.evals": 6, "oracle.audit": 7, "oracle.cli": 8}
+PACKAGES = ("hooks", "probes", "oracle")
+
+
+def floor_of(module: str) -> int:
+    """The floor of a module: that of the longest package in :data:`FLOORS` it belongs to.
+
+    Example:
+        >>> floor_of("oracle.training.tasks.base"), floor_of("oracle.api"), floor_of("hooks.store")
+        (4, 3, 0)
+    """
+    parts = module.split(".")
+    return next(FLOORS[".".join(parts[:i])] for i in range(len(parts), 0, -1) if ".".join(parts[:i]) in FLOORS)
 
 
 def _module_name(path: Path) -> str:
@@ -16,7 +32,7 @@ def _module_name(path: Path) -> str:
 
 def import_graph() -> dict[str, set[str]]:
     """module -> the project modules it imports (``from pkg import sub`` points at ``pkg.sub``, not ``pkg``)."""
-    files = {_module_name(p): p for pkg in FLOORS for p in (REPO / pkg).rglob("*.py")}
+    files = {_module_name(p): p for pkg in PACKAGES for p in (REPO / pkg).rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for name, path in files.items():
         here = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
@@ -80,7 +96,7 @@ def test_the_checker_sees_a_cycle_and_an_upward_import():
     assert find_cycles({"a": {"b"}, "b": set()}) == []
     graph = import_graph()
     assert "hooks.errors" in graph["hooks.models"]          # the graph is not empty by accident
-    assert "oracle.tasks.base" in graph["oracle.tasks.reading"]
+    assert "oracle.training.tasks.base" in graph["oracle.training.tasks.reading"]
 
 
 def test_no_import_cycles():
@@ -88,6 +104,22 @@ def test_no_import_cycles():
 
 
 def test_imports_only_go_down():
-    upward = [f"{m} -> {t}" for m, targets in import_graph().items() for t in targets
-              if FLOORS[t.split(".")[0]] > FLOORS[m.split(".")[0]]]
+    upward = [f"{m} -> {t}" for m, targets in import_graph().items() for t in targets if floor_of(t) > floor_of(m)]
     assert upward == []
+
+
+def test_training_imports_neither_evals_nor_audit():
+    graph = import_graph()
+    bad = [f"{m} -> {t}" for m, targets in graph.items() if m.startswith("oracle.training") for t in targets
+           if t.startswith(("oracle.evals", "oracle.audit", "oracle.cli"))]
+    assert bad == []
+
+
+def test_the_floor_checker_sees_an_upward_import():
+    assert floor_of("oracle.evals.suite") > floor_of("oracle.training.loop") > floor_of("oracle.yes_no")
+    assert floor_of("oracle.cli.main") == max(FLOORS.values())
+
+
+def test_no_top_level_cli_package():
+    """The install adds only hooks, probes and oracle to site-packages (the CLI lives at oracle.cli)."""
+    assert not (REPO / "cli").exists()

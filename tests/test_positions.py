@@ -43,7 +43,7 @@ def test_out_of_range_is_an_error_not_a_wrap():
     ["capture", "--texts", "x.txt", "--out", "o", "--positions", "full"],
 ])
 def test_cli_refuses_an_old_spelling_in_one_line(argv, capsys, tmp_path, monkeypatch):
-    from cli.main import main
+    from oracle.cli.main import main
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "x.txt").write_text("one text\n")

@@ -1,4 +1,4 @@
-"""The probe-vs-oracle benchmark (oracle/probe_bench.py, ``ao probe-bench``) on tiny models and synthetic stores."""
+"""The probe-vs-oracle benchmark (oracle/evals/probe_bench.py, ``ao probe-bench``) on tiny models and synthetic stores."""
 from __future__ import annotations
 
 import csv
@@ -10,7 +10,7 @@ import torch
 
 from hooks.errors import InputError, StoreError
 from hooks.store import MANIFEST, ActivationStore, DocActs, StoreWriter
-from oracle.probe_bench import (check_labels, label_counts, labels_to_match, prepare_dataset, probe_accuracy,
+from oracle.evals.probe_bench import (check_labels, label_counts, labels_to_match, prepare_dataset, probe_accuracy,
                           run_probe_bench)
 
 
@@ -69,7 +69,7 @@ def test_probe_on_synthetic_store_learns(tmp_path):
 
 
 def test_cli_bad_input_exits_2(tmp_path, capsys):
-    from cli.main import main
+    from oracle.cli.main import main
 
     rc = main(["probe-bench", "--datasets", "no_such_set", "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip()
@@ -112,7 +112,7 @@ def test_bench_end_to_end_tiny_and_reuses_stores(tmp_path, caplog):
     datasets = {"apples": _toy("apple", "zebra"), "fam/cats": _toy("cat", "dog")}
     out = tmp_path / "bench"
     kw = dict(lm=lm, model="tiny-llama", datasets=datasets, n=24, n_boot=20, progress=False, Cs=(1.0,))
-    with caplog.at_level(logging.WARNING, logger="oracle.probe_bench"):
+    with caplog.at_level(logging.WARNING, logger="oracle.evals.probe_bench"):
         res = run_probe_bench(out, oracle_path=tmp_path / "missing-oracle", **kw)
     assert "no oracle checkpoint" in caplog.text
     for stem in ("apples", "fam__cats"):

@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from hooks.errors import CheckpointError, InputError
-from probes import (LinearProbe, ProbeConfig, accuracy, auroc, bootstrap_ci, evaluate_probe, fit_logistic_torch,
-                    majority_baseline, train_probe)
+from probes import LinearProbe, ProbeConfig, accuracy, auroc, bootstrap_ci, majority_baseline
 
 D = 64
 
@@ -65,7 +64,7 @@ def test_logistic_recovers_planted_direction(data, logistic):
 def test_diff_means_recovers_planted_direction():
     X_tr, y_tr = planted(400, seed=1, anisotropic=False)
     X_te, y_te = planted(4000, seed=2, anisotropic=False)
-    probe = train_probe(X_tr, y_tr, ProbeConfig(kind="diff_means"))
+    probe = LinearProbe.fit(X_tr, y_tr, ProbeConfig(kind="diff_means"))
     assert accuracy(y_te, probe.predict(X_te)) > 0.95
     mu_pos, mu_neg = X_tr[y_tr == 1].mean(0), X_tr[y_tr == 0].mean(0)
     np.testing.assert_allclose(probe.w_D, mu_pos - mu_neg)
@@ -163,57 +162,6 @@ def test_save_rejects_unserialisable_metadata(tmp_path):
     assert not (tmp_path / "p").exists()
 
 
-# ----------------------------------------------------------------------------- torch path
-
-def test_torch_matches_sklearn(data, logistic):
-    X_tr, y_tr, X_te, y_te = data
-    C = logistic.info["C"]
-    tp = fit_logistic_torch(torch.from_numpy(X_tr), torch.from_numpy(y_tr), C=C)
-    assert tp.info["trainer"] == "torch-lbfgs" and tp.info["selection"] == "given" and tp.info["converged"]
-    acc_sk, acc_t = accuracy(y_te, logistic.predict(X_te)), accuracy(y_te, tp.predict(X_te))
-    assert abs(acc_sk - acc_t) <= 0.02 and acc_t > 0.95
-    # same objective: nearly the same weights
-    assert np.corrcoef(tp.w_D, logistic.w_D)[0, 1] > 0.99
-    # streamed in chunks (list, and a function returning a fresh generator) = in memory (well-conditioned C)
-    mem = fit_logistic_torch(torch.from_numpy(X_tr), torch.from_numpy(y_tr), C=1.0)
-    chunks = [(torch.from_numpy(X_tr[i:i + 128]), torch.from_numpy(y_tr[i:i + 128])) for i in range(0, 400, 128)]
-    for source in (chunks, lambda: iter(chunks)):
-        sp = fit_logistic_torch(source, C=1.0)
-        # chunked sums round differently from one sum; L-BFGS stops on a tolerance: 1e-4 of weights O(0.5)
-        np.testing.assert_allclose(sp.w_D, mem.w_D, rtol=1e-3, atol=1e-4)
-        assert sp.info["n_train"] == 400 and sp.info["n_pos"] == int(y_tr.sum())
-
-
-def test_torch_chooses_C(data):
-    X_tr, y_tr, X_te, y_te = data
-    cfg = ProbeConfig(Cs=[1e-3, 1e-1, 10.0])
-    for source, y in ((torch.from_numpy(X_tr).float(), torch.from_numpy(y_tr)),
-                      ([(X_tr[:200], y_tr[:200]), (X_tr[200:], y_tr[200:])], None)):
-        probe = fit_logistic_torch(source, y, config=cfg)
-        assert probe.info["selection"] == "holdout" and probe.info["C"] in cfg.Cs
-        assert [r["C"] for r in probe.info["search"]] == sorted(cfg.Cs)
-        assert accuracy(y_te, probe.predict(X_te)) > 0.95
-
-
-def test_torch_rejects_bad_input(data):
-    X_tr, y_tr, _, _ = data
-    one_shot = ((torch.from_numpy(X_tr[i:i + 100]), torch.from_numpy(y_tr[i:i + 100])) for i in range(0, 400, 100))
-    with pytest.raises(InputError, match="one-shot iterator"):
-        fit_logistic_torch(one_shot, C=1.0)
-    with pytest.raises(InputError, match="got 99 labels for 100 documents"):
-        fit_logistic_torch([(X_tr[:100], y_tr[:99])], C=1.0)
-    with pytest.raises(InputError, match="only one class in the labels"):
-        fit_logistic_torch([(X_tr[:100], np.zeros(100))], C=1.0)
-    bad = X_tr[:100].copy()
-    bad[3, 5] = np.nan
-    with pytest.raises(InputError, match="NaN"):
-        fit_logistic_torch([(bad, y_tr[:100])], C=1.0)
-    with pytest.raises(InputError, match="NaN"):
-        fit_logistic_torch(torch.from_numpy(bad), y_tr[:100], C=1.0)
-    with pytest.raises(InputError, match="logistic"):
-        fit_logistic_torch(X_tr, y_tr, config=ProbeConfig(kind="diff_means"))
-
-
 # ----------------------------------------------------------------------------- input validation
 
 @pytest.mark.parametrize("X, y, message", [
@@ -290,16 +238,3 @@ def test_bootstrap_skips_one_class_resamples():
         bootstrap_ci(lambda a, b: float("nan"), y, s, n_boot=20)
     with pytest.raises(InputError, match="n_boot"):
         bootstrap_ci(auroc, y, s, n_boot=0)
-
-
-def test_evaluate_probe(data, logistic):
-    _, y_tr, X_te, y_te = data
-    report = evaluate_probe(logistic, X_te[:500], y_te[:500], n_boot=100, y_train=y_tr)
-    assert report["n"] == 500 and report["accuracy"] > 0.9 and report["auroc"] > 0.97
-    assert report["accuracy_ci"][0] <= report["accuracy"] <= report["accuracy_ci"][1]
-    assert 0.3 < report["majority_baseline"] < 0.7
-    json.dumps(report)
-    one_class = evaluate_probe(logistic, X_te[y_te == 1][:50], np.ones(50, dtype=int), n_boot=20)
-    assert one_class["auroc"] is None
-    with pytest.raises(InputError, match="not among the probe's classes"):
-        evaluate_probe(logistic, X_te[:3], [0, 1, 2], n_boot=10)

@@ -45,7 +45,7 @@ CORPUS = [
 
 
 def _cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    from cli.main import main
+    from oracle.cli.main import main
 
     rc = main(argv)
     out, err = capsys.readouterr()

@@ -44,7 +44,7 @@ def _ask(*flags: str) -> subprocess.CompletedProcess:
            if k not in ("HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY", "PYTHONWARNINGS")}
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", CUDA_VISIBLE_DEVICES="",
                AO_MODEL_CACHE="0")   # load from the GGUF file: its de-quantizing bar too
-    return subprocess.run([sys.executable, "-m", "cli", *flags, *ASK], cwd=REPO, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "oracle.cli", *flags, *ASK], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=600)
 
 

@@ -12,7 +12,7 @@ def tiny_oracle():
     from hooks.testing import tiny_loaded
     from oracle.api import Oracle
 
-    return Oracle.from_model(tiny_loaded("llama", n_layers=4), trained=False)
+    return Oracle.untrained(lm=tiny_loaded("llama", n_layers=4))
 
 
 def _full_sequence_logprob(oracle, vec, question: str, answer: str) -> float:
@@ -73,7 +73,7 @@ def tok(hf_tokenizer):
 
 
 def test_suite_documents_never_overlap_training_documents(tok):
-    from oracle.tasks.reading import SKILLS, build_reading
+    from oracle.training.tasks.reading import SKILLS, build_reading
 
     trainable = {s: 1.0 for s, spec in SKILLS.items() if spec.trained}
     train = build_reading(tok, 30, 600, seed=0, skills=trainable)
@@ -91,8 +91,8 @@ def test_suite_documents_never_overlap_training_documents(tok):
 
 
 def test_held_out_paraphrases_never_appear_in_the_training_mix(tok):
-    from oracle.tasks.mix import build_training_mix
-    from oracle.tasks.reading import SKILLS
+    from oracle.training.tasks.mix import build_training_mix
+    from oracle.training.tasks.reading import SKILLS
 
     held = {spec.held_out_question for spec in SKILLS.values()}
     exs = build_training_mix(tok, 30, 400, seed=0, weights={"reading": 0.5, "classification": 0.2, "latentqa": 0.2,
@@ -103,7 +103,7 @@ def test_held_out_paraphrases_never_appear_in_the_training_mix(tok):
 
 
 def test_every_skill_has_three_paraphrases_and_choice_items_name_their_answer(tok):
-    from oracle.tasks.reading import SKILLS, build_reading
+    from oracle.training.tasks.reading import SKILLS, build_reading
 
     for name, spec in SKILLS.items():
         assert len(set(spec.questions)) >= 3, name
@@ -115,15 +115,15 @@ def test_every_skill_has_three_paraphrases_and_choice_items_name_their_answer(to
 
 
 def test_topic_texts_do_not_name_their_title():
-    from oracle.tasks.reading import mask_title
+    from oracle.training.tasks.reading import mask_title
 
     assert mask_title("Homarus gammarus, the European lobster, lives in the Atlantic.",
                       "Homarus gammarus") == ", the European lobster, lives in the Atlantic."
 
 
 def test_unknown_skills_and_held_out_training_are_refused(tok):
-    from oracle.tasks.reading import build_reading
-    from oracle.train import TrainConfig
+    from oracle.training.tasks.reading import build_reading
+    from oracle.training.loop import TrainConfig
 
     with pytest.raises(InputError, match="unknown skill"):
         build_reading(tok, 30, 4, seed=0, skills={"telepathy": 1.0})
@@ -134,8 +134,8 @@ def test_unknown_skills_and_held_out_training_are_refused(tok):
 
 
 def test_labels_to_match_and_chance():
-    from oracle.suite import chance, labels_to_match
-    from oracle.tasks.base import OracleExample
+    from oracle.evals.suite import chance, labels_to_match
+    from oracle.training.tasks.base import OracleExample
 
     probe = {8: {"accuracy": 0.55}, 64: {"accuracy": 0.7}, 512: {"accuracy": 0.9}}
     assert labels_to_match(probe, 0.6) == "64" and labels_to_match(probe, 0.95) == ">512"
@@ -146,7 +146,7 @@ def test_labels_to_match_and_chance():
 # -- the command line -----------------------------------------------------------------------------
 
 def test_cli_choice_and_suite_bad_input_is_one_line(capsys):
-    from cli.main import main
+    from oracle.cli.main import main
 
     assert main(["eval", "--suite", "skills", "--skills", "word_at,telepathy"]) == 2
     err = capsys.readouterr().err.strip()
@@ -159,7 +159,7 @@ def test_cli_choice_and_suite_bad_input_is_one_line(capsys):
 
 @pytest.mark.slow
 def test_cli_choice_bad_candidates_on_the_embedded_model(capsys):
-    from cli.main import main
+    from oracle.cli.main import main
 
     base = ["ask", "--untrained", "--text", "I loved this film.", "--question", "What is the sentiment?"]
     assert main(base + ["--choices", "good|good"]) == 2

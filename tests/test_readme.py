@@ -51,7 +51,7 @@ def test_every_public_name_the_docs_import_exists(module, name):
 
 @pytest.mark.parametrize("command", _ao_commands())
 def test_every_ao_command_in_the_docs_parses(command):
-    from cli.main import build_parser
+    from oracle.cli.main import build_parser
 
     parser = build_parser()
     args = parser.parse_args(shlex.split(command)[1:])   # argparse exits (SystemExit) on a bad flag or value

@@ -3,7 +3,7 @@
 
 Each bad-input case (:class:`Case`) checks, in one workspace:
 
-- the command line (``cli.main.main`` in-process): exit code 2, stderr exactly one line ``error: ...`` holding the
+- the command line (``oracle.cli.main.main`` in-process): exit code 2, stderr exactly one line ``error: ...`` holding the
   case's fragment, no traceback;
 - the library: the matching call raises the documented ``AOError`` subclass with the same fragment;
 - no partial file: the files and folders of the workspace and of the shared inputs are the same, byte for byte,
@@ -30,7 +30,7 @@ from typing import Callable, Optional
 import pytest
 import torch
 
-from cli.main import main
+from oracle.cli.main import main
 from hooks.errors import AOError, CheckpointError, InputError, LayerError, ModelLoadError, StoreError
 from hooks.models import load_model
 from hooks.paths import REPO_ROOT
@@ -39,7 +39,7 @@ from hooks.texts import load_texts
 from oracle.confidence import check_threshold
 from oracle.organisms import OrganismConfig, train_organism
 from oracle.published import CardOverrides
-from oracle.suite import SuiteConfig
+from oracle.evals.suite import SuiteConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO_ROOT / "checkpoints" / "oracle-smollm2-135m"
@@ -78,7 +78,7 @@ class Assets:
 
 def _examples(n: int = 16) -> list:
     """Oracle training examples on random contexts (as tests/test_oracle.py builds them)."""
-    from oracle.tasks.base import OracleExample
+    from oracle.training.tasks.base import OracleExample
 
     g = torch.Generator().manual_seed(0)
     return [OracleExample("classification", torch.randint(3, 200, (8,), generator=g).tolist(), [7], 1, "Is it?",
@@ -92,7 +92,7 @@ def assets(tmp_path_factory, tiny_model_dir) -> Assets:
 
     from hooks.capture_job import CaptureConfig, run_capture
     from hooks.testing import tiny_config
-    from oracle.train import TrainConfig, train_oracle
+    from oracle.training.loop import TrainConfig, train_oracle
 
     root = tmp_path_factory.mktemp("assets")
     tiny = str(tiny_model_dir)
@@ -219,14 +219,14 @@ def load_oracle(ctx: Ctx, name: str, **kw):
 
 
 def train_lib(ctx: Ctx, out: str, **changes):
-    from oracle.train import TrainConfig, train_oracle
+    from oracle.training.loop import TrainConfig, train_oracle
 
     return train_oracle(TrainConfig(out=str(ctx.p(out)), model=ctx.tiny, store_dir=str(ctx.p("cache")),
                                     **{**TRAIN, **changes}))
 
 
 def train_config(ctx: Ctx, **kw):
-    from oracle.train import TrainConfig
+    from oracle.training.loop import TrainConfig
 
     return TrainConfig(**{"out": str(ctx.p("o")), **kw})
 
@@ -676,7 +676,7 @@ def organism_folder(ctx: Ctx) -> None:
 
 
 def probe_bench_lib(ctx: Ctx, out: str = "bench", **kw):
-    from oracle.probe_bench import run_probe_bench
+    from oracle.evals.probe_bench import run_probe_bench
 
     return run_probe_bench(str(ctx.p(out)), **{"model": ctx.tiny, "oracle_path": None, "datasets": ["singular_plural"],
                                                "n": 8, **kw})
@@ -798,7 +798,7 @@ def _subprocess_env() -> dict:
 FULL_DISK = textwrap.dedent("""
     import errno, sys
     from hooks.store_writer import StoreWriter
-    from cli.main import main
+    from oracle.cli.main import main
 
     real, calls = StoreWriter._write_h5, []
 
@@ -843,7 +843,7 @@ def test_full_disk_then_resume_is_bitwise_identical(tmp_path, tiny_model_dir, ca
     assert ActivationStore(full).verify() == []
     assert len(json.loads((full / MANIFEST).read_text())["shards"]) == 2
 
-    res = subprocess.run([sys.executable, "-m", "cli", *args, "--out", str(full), "--resume"], cwd=REPO,
+    res = subprocess.run([sys.executable, "-m", "oracle.cli", *args, "--out", str(full), "--resume"], cwd=REPO,
                          env=_subprocess_env(), capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "(6 already done)" in res.stdout

@@ -149,19 +149,12 @@ def test_shard_contents_match_design(tmp_path, docs):
     assert all(s["sha256"] == sha(path / s["file"]) for s in manifest["shards"])
 
 
-def test_iter_docs_and_pooled(tmp_path, docs):
+def test_doc_and_pooled(tmp_path, docs):
     store = ActivationStore(build(tmp_path / "s", docs))
-    seen = []
-    for batch in store.iter_docs(layer=3, batch_docs=2):
-        assert 1 <= len(batch) <= 2
-        for i, d in batch:
-            assert list(d.acts) == [3]
-            assert torch.equal(d.acts[3], docs[i].acts[3])
-            np.testing.assert_array_equal(d.tokens, docs[i].tokens)
-            seen.append(i)
-    assert seen == list(range(N_DOCS))
-    all_layers = [d for batch in store.iter_docs() for _, d in batch]
-    assert all(sorted(d.acts) == LAYERS for d in all_layers) and len(all_layers) == N_DOCS
+    for i in range(N_DOCS):
+        d = store.doc(i)
+        assert sorted(d.acts) == LAYERS and torch.equal(d.acts[3], docs[i].acts[3])
+        np.testing.assert_array_equal(d.tokens, docs[i].tokens)
     last_ND = store.pooled(1, "last")
     mean_ND = store.pooled(1, "mean")
     assert last_ND.shape == mean_ND.shape == (N_DOCS, D) and last_ND.dtype == torch.float32

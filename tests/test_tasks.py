@@ -1,4 +1,4 @@
-"""Task builders of the oracle (oracle.tasks): valid examples, balance, determinism, splits, held-out
+"""Task builders of the oracle (oracle.training.tasks): valid examples, balance, determinism, splits, held-out
 refusal, on-policy cache. Uses the real SmolLM2 tokenizer (no model weights) and the shared data."""
 from __future__ import annotations
 
@@ -8,14 +8,17 @@ from collections import Counter
 import pytest
 
 from hooks.errors import InputError
-from oracle.tasks import (NO, YES, OracleExample, build_classification, build_context_prediction,
+from oracle.training.tasks import (NO, YES, OracleExample, build_classification, build_context_prediction,
                           build_heldout_classification, build_latentqa, build_onpolicy_context_prediction,
                           build_training_mix, check_example, default_onpolicy_prompts, generate_onpolicy_chats,
-                          heldout_dataset_names, latentqa_items, load_examples, save_examples, source_layers,
-                          summarize)
-from oracle.tasks import onpolicy as onpolicy_mod
-from oracle.tasks.base import allocate, balanced_bools, make_rng, tokenize_chat
-from oracle.tasks.classification import NEGATED_QUESTIONS, OPEN_QUESTIONS
+                          load_examples, save_examples, source_layers, summarize)
+from oracle.training.tasks import onpolicy as onpolicy_mod
+from oracle.data.chat import tokenize_chat
+from oracle.data.labelled import heldout_dataset_names
+from oracle.data.latentqa import latentqa_items
+from oracle.data.splits import make_rng
+from oracle.training.tasks.base import allocate, balanced_bools
+from oracle.training.tasks.classification import NEGATED_QUESTIONS, OPEN_QUESTIONS
 
 N_LAYERS = 30
 DEPTHS = [7, 15, 22]
@@ -108,7 +111,7 @@ def test_context_prediction_eval_split_and_bad_input(tok):
     with pytest.raises(InputError):
         build_context_prediction(tok, N_LAYERS, 4, seed=0, sources={"onpolicy": 1.0})   # no chats given
     # chats with none in the eval split: the other sources fill in
-    from oracle.tasks.base import split_of
+    from oracle.data.splits import split_of
 
     chat = next([{"role": "user", "content": f"Question {i}?"}, {"role": "assistant", "content": "An answer here."}]
                 for i in range(100) if split_of(f"Question {i}?", salt="onpolicy") == "train")
@@ -211,9 +214,9 @@ def test_heldout_builders(tok):
     assert len([n for n in names if n.startswith("engels/")]) == 6
     assert not any("istrump" in n or "ismale" in n for n in names)
     for name in names:
-        for position in ("last", "full"):
-            if position == "full" and name != "singular_plural" and name != names[1]:
-                continue   # "full" on two sets is enough
+        for position in ("last", "last:50"):
+            if position == "last:50" and name != "singular_plural" and name != names[1]:
+                continue   # "last:50" on two sets is enough
             exs = build_heldout_classification(tok, N_LAYERS, name, n=200, seed=0, position=position)
             _check_common(exs, 200, "classification")
             assert Counter(e.answer for e in exs) == {YES: 100, NO: 100}
@@ -266,8 +269,8 @@ def test_latentqa_valid_and_label_disjoint(tok):
             assert e.positions[-1] < len(e.context_ids) - 1   # inside the user turn, before the template tail
         if e.meta["kind"] == "instruction":
             assert e.answer[0].isupper() and not e.answer.lower().startswith("please")
-    # the window is the user turn's tokens
-    e = next(x for x in train if x.meta["position"] == "window")
+    # the user_turn read is the user turn's tokens
+    e = next(x for x in train if x.meta["position"] == "user_turn")
     text = tok.decode([e.context_ids[p] for p in e.positions])
     assert "<|im_" not in text and text.strip()
 
@@ -361,8 +364,9 @@ def test_training_mix_summary_and_jsonl(tok, fake_chats, tmp_path):
 
 
 def test_topics_valid_balanced_and_checkable(tok):
-    from oracle.tasks.base import decode
-    from oracle.tasks.topics import OPEN_QUESTION, build_topics, content_words
+    from oracle.data.chat import decode
+    from oracle.data.texts import content_words
+    from oracle.training.tasks.topics import OPEN_QUESTION, build_topics
 
     exs = build_topics(tok, N_LAYERS, 120, seed=0, open_frac=0.2)
     _check_common(exs, 120, "topic")
@@ -388,7 +392,7 @@ def test_topics_valid_balanced_and_checkable(tok):
 
 
 def test_topics_eval_split_and_bad_input(tok):
-    from oracle.tasks.topics import build_topics
+    from oracle.training.tasks.topics import build_topics
 
     train_titles = {e.meta["title"] for e in build_topics(tok, N_LAYERS, 200, 0) if e.meta["kind"] == "article"}
     ev = build_topics(tok, N_LAYERS, 200, 0, split="eval")
@@ -402,14 +406,15 @@ def test_topics_eval_split_and_bad_input(tok):
 
 
 def test_every_family_has_a_builder_of_the_one_signature():
-    """The mix dispatches through one registry; every builder takes the TaskBuilder protocol's arguments."""
+    """The mix dispatches through one registry (the families are its keys); every builder takes the TaskBuilder
+    protocol's arguments and belongs to the module of its family."""
     import inspect
 
-    from oracle.tasks.base import FAMILIES
-    from oracle.tasks.mix import BUILDERS
+    from oracle.training.tasks.mix import BUILDERS, FAMILIES
 
-    assert set(BUILDERS) == set(FAMILIES)
+    assert FAMILIES == tuple(BUILDERS)
     for family, build in BUILDERS.items():
         params = list(inspect.signature(build).parameters.values())
         assert [p.name for p in params[:6]] == ["tokenizer", "n_layers", "n", "seed", "data_dir", "split"], family
         assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params[6:]), family
+        assert inspect.getmodule(build).FAMILY == family

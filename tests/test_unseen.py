@@ -12,7 +12,7 @@ import torch
 from hooks.errors import InputError
 from hooks.paths import data_dir
 from oracle.api import Query
-from oracle.tasks.unseen_sets import (UNSEEN_CONCEPTS, UNSEEN_SETS, names_unseen_concept, unseen_items, unseen_rows,
+from oracle.data.unseen_sets import (UNSEEN_CONCEPTS, UNSEEN_SETS, names_unseen_concept, unseen_items, unseen_rows,
                                       unseen_split)
 from oracle.yes_no import check_yes_no_question, yes_no_scores, yes_share
 
@@ -106,7 +106,7 @@ def _shingles(text: str, k: int = 8) -> set[int]:
 def test_training_never_reads_the_unseen_sets(hf_tokenizer, tmp_path):
     """The training families build without classification/engels, name no unseen concept in a question or an
     answer, and share no 8-word passage (by hash) with any unseen text."""
-    from oracle.tasks.mix import build_training_mix
+    from oracle.training.tasks.mix import build_training_mix
 
     data = _data_without_engels(tmp_path)
     exs = build_training_mix(hf_tokenizer, 30, 1500, seed=5, data_dir=data,
@@ -133,7 +133,7 @@ def test_every_unseen_concept_is_caught_by_the_filter():
     (["eval", "--suite", "unseen", "--suite-n", "2"], "--suite-n >= 4"),
 ])
 def test_unseen_suite_bad_input_is_one_line(argv, message, capsys):
-    from cli.main import main
+    from oracle.cli.main import main
 
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -141,7 +141,7 @@ def test_unseen_suite_bad_input_is_one_line(argv, message, capsys):
 
 
 def test_verification_examples_are_balanced_and_nothing_is_no(hf_tokenizer):
-    from oracle.tasks.verify import build_verify
+    from oracle.training.tasks.verify import build_verify
 
     exs = build_verify(hf_tokenizer, 30, 200, seed=1)
     for kind in ("word", "class", "entity", "persona"):
@@ -158,7 +158,7 @@ def test_swapped_verification_names_every_concept_as_often_yes_as_no(hf_tokenize
     its pair, so the wording alone never predicts the answer."""
     from collections import Counter, defaultdict
 
-    from oracle.tasks.verify import build_verify
+    from oracle.training.tasks.verify import build_verify
 
     exs = build_verify(hf_tokenizer, 30, 160, seed=2, swap=True)
     by_question: dict[str, Counter] = defaultdict(Counter)
@@ -173,7 +173,7 @@ def test_swapped_verification_names_every_concept_as_often_yes_as_no(hf_tokenize
 
 def test_ao_eval_suite_unseen_writes_its_report(tmp_path, capsys):
     """End to end on the embedded model: one set, 4 items, 8 probe labels; every column is an AUROC."""
-    from cli.main import main
+    from oracle.cli.main import main
 
     out = tmp_path / "unseen"
     assert main(["eval", "--oracle", "checkpoints/oracle-smollm2-135m-verify", "--suite", "unseen", "--sets", "singer",

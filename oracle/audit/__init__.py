@@ -10,7 +10,7 @@ Example:
     >>> sorted(report["methods"])                                                                 # doctest: +SKIP
     ['ask_target', 'logit_lens', 'logit_lens_diff', 'oracle', 'oracle_diff', 'prefill', 'untrained_oracle']
 """
-from .config import METHODS, SECRET_THRESHOLD, AuditConfig
-from .run import run_audit
+from oracle.audit.config import METHODS, SECRET_THRESHOLD, AuditConfig
+from oracle.audit.run import run_audit
 
 __all__ = ["METHODS", "SECRET_THRESHOLD", "AuditConfig", "run_audit"]

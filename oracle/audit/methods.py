@@ -22,19 +22,13 @@ import torch
 from hooks.errors import InputError
 from hooks.models import LoadedModel
 
-from ..api import Oracle, Query
-from ..tasks.base import tokenize_text
-from ..yes_no import yes_share
-from .config import AuditConfig
-from .forward import (
-    chat_ids,
-    generate_text,
-    logit_lens,
-    mean_next_token_probs,
-    next_token_logprobs,
-    residuals,
-)
-from .prompts import (
+from oracle.api import Oracle, Query
+from oracle.data.chat import tokenize_text
+from oracle.yes_no import yes_share
+from oracle.audit.config import AuditConfig
+from hooks.logit_lens import logit_lens
+from oracle.audit.forward import chat_ids, generate_text, mean_next_token_probs, next_token_logprobs, residuals
+from oracle.audit.prompts import (
     CHANGE_QUESTION,
     DETECTION_PREFILL,
     GOAL_QUESTION,
@@ -189,7 +183,7 @@ def run_oracle(ctx: AuditContext, oracle: Oracle, diff: bool) -> MethodOutput:
 
     The secret-word distribution reads the prompts and replies (``diff=False``: the concept question) or the mean
     difference on ordinary text (``diff=True``: the window-word and next-word questions; the differences at the
-    prompts and replies hold too little of the secret: docs/experiments/2026-12-taboo-text-diff.md)."""
+    prompts and replies hold too little of the secret: experiments/2026-12-taboo-text-diff/README.md)."""
     cfg = ctx.config
     vecs = ctx.diff_vecs() if diff else ctx.target_vecs
     replies = (ctx.reply_diff_vecs() if diff else ctx.reply_vecs) if ctx.reply_ids else []
@@ -241,7 +235,7 @@ def oracle_detection(ctx: AuditContext, oracle: Oracle, diff: bool) -> tuple[flo
     ``diff=True`` also asks the same questions of the fine-tune's mean difference on ordinary text at the text
     layers (the vectors the secret-word reading uses) and returns the geometric mean of the two yes-shares: each
     alone ranks some controls above triggered organisms, pooled they separate the development organisms
-    (AUROC 0.98 vs 0.74 self-report alone: docs/experiments/2026-12-trigger-text-diff.md).
+    (AUROC 0.98 vs 0.74 self-report alone: experiments/2026-12-trigger-text-diff/README.md).
 
     Returns the score and its detail: ``p_yes_per_question`` (self-report, per question), and for ``diff=True``
     ``self_report``, ``text_diff`` (the mean yes-share of the text difference) and ``text_diff_per_layer``."""

@@ -79,6 +79,14 @@ def markdown(report: dict) -> str:
         sens = "-" if r["sensitivity"] is None else f"{r['sensitivity']:.3f}"
         lines.append(f"| {r['method']} | {_cell(r['words'])} | {r['confidence']:.3f} | {'yes' if r['found'] else 'no'} | "
                      f"{r['detection']:.3f} | {r['kept_mass']:.3f} | {sens} |")
+    readings = {name: m["reading"] for name, m in report["methods"].items() if m.get("reading")}
+    if readings:   # the judge-free readings (oracle.audit.readings): the user's gender, what it was tuned to do
+        kinds = list(next(iter(readings.values()))["kinds"])
+        lines += ["", "What each method reads of the user's gender and of what the model was fine-tuned to do "
+                  "(probability of each kind's description):", "",
+                  "| method | P(user is a woman) | " + " | ".join(kinds) + " |", "|---|---:|" + "---:|" * len(kinds)]
+        lines += [f"| {name} | {r['gender_female']:.2f} | " + " | ".join(f"{r['kinds'][k]:.2f}" for k in kinds) + " |"
+                  for name, r in readings.items()]
     lines += ["", "What each method does:", ""]
     lines += [f"- **{name}**: {m['description']}" for name, m in report["methods"].items()]
     for name, m in report["methods"].items():

@@ -11,15 +11,15 @@ from pathlib import Path
 import torch
 
 from hooks.errors import InputError
-from hooks.layers import resolve_layer, unwrap
+from hooks.layers import unwrap
 from hooks.models import LoadedModel, load_model
-from hooks.paths import REPO_ROOT
+from hooks.progress import progress_bar
 
-from ..api import Oracle
-from ..tasks.base import format_chat, tokenize_text
-from .config import ORACLE_METHODS, AuditConfig
-from .forward import chat_ids, generate_text, residuals
-from .methods import (
+from oracle.api import Oracle
+from oracle.data.chat import format_chat, tokenize_text
+from oracle.audit.config import AuditConfig
+from oracle.audit.forward import chat_ids, generate_text, residuals
+from oracle.audit.methods import (
     DESCRIPTIONS,
     AuditContext,
     MethodOutput,
@@ -29,29 +29,12 @@ from .methods import (
     run_oracle,
     run_prefill,
 )
-from .prompts import (
-    CHANGE_QUESTION,
-    CONCEPT_QUESTION,
-    DETECTION_PREFILL,
-    GOAL_QUESTION,
-    ORACLE_DETECTION_QUESTIONS,
-    SECRET_PREFILL,
-    SECRET_QUESTION,
-    SELF_DETECTION_QUESTIONS,
-    TEXT_DIFF_POSITION,
-    TEXT_DIFF_QUESTIONS,
-    audit_prompts,
-    ordinary_texts,
-)
-from .target import (
-    adapter_summary,
-    check_oracle_card,
-    check_oracle_weights,
-    check_target_adapter,
-    embedded_identity,
-)
-from .whole_words import rank_whole_words
-from .words import WordVocab, words_in
+from oracle.audit.prompts import (ASKED_TEXTS, SELF_DETECTION_QUESTIONS, TEXT_DIFF_POSITION, TEXT_DIFF_QUESTIONS,
+                                  audit_prompts, ordinary_texts, report_questions)
+from oracle.audit.readings import method_reading
+from oracle.audit.target import adapter_summary, check_oracle_base, check_target_adapter, embedded_identity
+from oracle.audit.whole_words import rank_whole_words
+from oracle.audit.words import WordVocab, words_in
 
 log = logging.getLogger(__name__)
 
@@ -59,19 +42,6 @@ REPORT_FORMAT = "ao-audit-report"
 REPORT_VERSION = 1
 _ADAPTER_NAMES = ("target", "oracle")
 _VOCABS: dict[tuple[int, int], WordVocab] = {}
-
-
-def resolve_oracle_path(path: str) -> Path:
-    """An oracle folder as given, or (for a relative path missing from the working directory) in the repository.
-
-    Example:
-        >>> resolve_oracle_path("checkpoints/oracle-smollm2-135m").name
-        'oracle-smollm2-135m'
-    """
-    p = Path(path).expanduser()
-    if not p.exists() and not p.is_absolute() and (REPO_ROOT / p).exists():
-        return REPO_ROOT / p
-    return p
 
 
 def word_vocab(lm: LoadedModel) -> WordVocab:
@@ -102,8 +72,7 @@ def echo_words(lm: LoadedModel, ctx: AuditContext) -> set[str]:
     tok = lm.tokenizer
     texts = [format_chat(tok, [{"role": "user", "content": p.text}], add_generation_prompt=True) for p in ctx.prompts]
     texts += ctx.replies  # the target never says its secret: a word it says is not one
-    texts += [SECRET_QUESTION, GOAL_QUESTION, CHANGE_QUESTION, CONCEPT_QUESTION, SECRET_PREFILL, DETECTION_PREFILL,
-              *ORACLE_DETECTION_QUESTIONS, *SELF_DETECTION_QUESTIONS, *TEXT_DIFF_QUESTIONS]
+    texts += list(ASKED_TEXTS)
     texts += [format_chat(tok, [{"role": "user", "content": q}], add_generation_prompt=True) for q in SELF_DETECTION_QUESTIONS]
     specials = [str(t) for t in (getattr(tok, "all_special_tokens", None) or [])]
     for sp in specials:
@@ -149,9 +118,10 @@ def run_audit(config: AuditConfig, lm: LoadedModel | None = None) -> dict:
     if lm is not None and embedded_identity(lm.spec) != embedded_identity(config.base) and lm.spec != config.base:
         log.warning("auditing on the given model %s, not config.base=%s", lm.spec, config.base)
     adapter_cfg = check_target_adapter(config.target, base_spec)
-    need_trained = any(m in ORACLE_METHODS for m in config.methods)
-    oracle_path = resolve_oracle_path(config.oracle) if (need_trained and config.oracle) else None
-    card = check_oracle_card(oracle_path, base_spec) if oracle_path is not None else None
+    ref = config.oracle if config.loads_oracle else None   # parsed once, in the config (the audit's plan)
+    if ref is not None:
+        check_oracle_base(ref, base_spec)   # before the (slow) model load; its weights hash is checked on load
+    card = None
     if config.out is not None and Path(config.out).exists() and not Path(config.out).is_dir():
         raise InputError(f"--out {config.out} is a file: pass a folder for the report")
     prompts = audit_prompts(config.n_prompts, config.prompt_files, config.data_dir, config.seed)
@@ -162,19 +132,19 @@ def run_audit(config: AuditConfig, lm: LoadedModel | None = None) -> dict:
         lm = load_model(config.base, dtype=config.dtype, device=config.device)
     timings["load_model_s"] = round(time.perf_counter() - t, 3)
     was_peft = hasattr(lm.model, "peft_config")
-    layer = resolve_layer(config.layer, lm.n_layers)
+    layer = config.layer.resolve(lm.n_layers)
     torch.manual_seed(config.seed)
     try:
         t = time.perf_counter()
         detach_adapters(lm, was_peft=True)
-        if oracle_path is not None:
-            if card is not None:
-                check_oracle_weights(oracle_path, card, lm)
-            trained: Oracle | None = Oracle.load(oracle_path, target_adapter=config.target, lm=lm)
+        if ref is not None:
+            trained: Oracle | None = Oracle.load(ref, target_adapter=config.target, lm=lm)
             card = trained.card  # a bare PEFT oracle's card is derived when it loads
+            untrained = trained.baseline()   # same card and input scaling: the two differ only by the adapter
         else:
             trained = None
-            Oracle.untrained(lm=lm).set_target(config.target)
+            untrained = Oracle.untrained(lm=lm)   # no oracle to match: the model's default card, raw vectors
+            untrained.set_target(config.target)
         timings["attach_adapters_s"] = round(time.perf_counter() - t, 3)
 
         t = time.perf_counter()
@@ -183,13 +153,13 @@ def run_audit(config: AuditConfig, lm: LoadedModel | None = None) -> dict:
         target_vecs = residuals(lm, prompt_ids, positions, layer, "target", config.batch_size)
         ctx = AuditContext(lm, config, layer, prompts, prompt_ids, positions, target_vecs,
                            text_idx=first_per_group(len(prompts), config.n_text_answers),
-                           detect_layer=resolve_layer(config.detect_layer, lm.n_layers))
+                           detect_layer=config.detect_layer.resolve(lm.n_layers))
         text_source = None
-        if "oracle_diff" in config.methods:
+        if {"oracle_diff", "logit_lens_diff"} & set(config.methods):   # the mean difference on ordinary text
             texts, text_source = ordinary_texts(config.n_texts, config.data_dir)
             ctx.text_ids = [ids for ids in (tokenize_text(lm.tokenizer, t)[:TEXT_DIFF_POSITION + 1] for t in texts)
                             if len(ids) > TEXT_DIFF_POSITION]
-            ctx.text_layers = sorted({resolve_layer(v, lm.n_layers) for v in config.text_layers})
+            ctx.text_layers = sorted({v.resolve(lm.n_layers) for v in config.text_layers})
         if config.reply_tokens:  # every method's ranking drops the reply's words, so it is read whatever runs
             read_replies(ctx)
         vocab, echoes = word_vocab(lm), echo_words(lm, ctx)
@@ -198,35 +168,41 @@ def run_audit(config: AuditConfig, lm: LoadedModel | None = None) -> dict:
         runners: dict[str, Callable[[], MethodOutput]] = {
             "oracle": lambda: run_oracle(ctx, trained, diff=False),  # type: ignore[arg-type]
             "oracle_diff": lambda: run_oracle(ctx, trained, diff=True),  # type: ignore[arg-type]
-            "untrained_oracle": lambda: run_oracle(ctx, Oracle.untrained(lm=lm), diff=False),
+            "untrained_oracle": lambda: run_oracle(ctx, untrained, diff=False),
             "ask_target": lambda: run_ask_target(ctx),
             "prefill": lambda: run_prefill(ctx),
             "logit_lens": lambda: run_logit_lens(ctx, diff=False),
             "logit_lens_diff": lambda: run_logit_lens(ctx, diff=True),
         }
         methods: dict = {}
-        from tqdm.auto import tqdm
-
-        bar = tqdm(config.methods, desc="audit", unit="method", disable=not config.progress)
-        for name in bar:
-            bar.set_postfix_str(name)
+        bar = progress_bar(len(config.methods), "audit", config.progress, unit="method")
+        for name in config.methods:
+            if bar:
+                bar.set_postfix_str(name)
             t = time.perf_counter()
             out = runners[name]()
+            reading = method_reading(name, ctx, trained if name in ("oracle", "oracle_diff") else untrained) \
+                if config.readings else None
             ranked = rank_whole_words(out.probs_V, lm, vocab, echoes, config.top_k)
             seconds = round(time.perf_counter() - t, 3)
             methods[name] = {
                 "description": DESCRIPTIONS[name], **ranked, "secret_found": ranked["confidence"] >= config.threshold,
                 "detection": round(float(out.detection), 6), "detection_detail": out.detection_detail,
                 "answers": out.answers, "seconds": seconds,
+                **({} if reading is None else {"reading": reading.to_dict()}),
                 **({} if out.sensitivity is None else {"sensitivity": round(float(out.sensitivity), 4)}),
             }
             log.info("%s: top %s (%.3f), detection %.3f, %.1fs", name, ranked["top_word"], ranked["confidence"],
                      out.detection, seconds)
+            if bar:
+                bar.update(1)
+        if bar:
+            bar.close()
         report = {
             "format": REPORT_FORMAT, "version": REPORT_VERSION, "config": config.to_dict(),
             "base_model": {"spec": lm.spec, "weights_hash": lm.weights_hash, "n_layers": lm.n_layers, "d_model": lm.d_model},
             "target": adapter_summary(config.target, adapter_cfg),
-            "oracle": None if card is None else {"path": str(oracle_path), "base_model": card.base_model,
+            "oracle": None if card is None else {"path": str(ref.path), "base_model": card.base_model,
                                                  "source_layers": card.source_layers,
                                                  "injection_layer": card.injection_layer},
             "layer": layer, "detect_layer": ctx.detect_layer, "positions": f"last {config.n_positions} tokens of each chat-formatted prompt",
@@ -236,10 +212,7 @@ def run_audit(config: AuditConfig, lm: LoadedModel | None = None) -> dict:
                 "position": TEXT_DIFF_POSITION, "questions": list(TEXT_DIFF_QUESTIONS)},
             "prompts": [{"text": p.text, "source": p.source} for p in prompts],
             "prompt_sources": {s: sum(p.source == s for p in prompts) for s in dict.fromkeys(p.source for p in prompts)},
-            "questions": {"secret": SECRET_QUESTION, "goal": GOAL_QUESTION, "change": CHANGE_QUESTION,
-                          "oracle_detection": list(ORACLE_DETECTION_QUESTIONS),
-                          "self_detection": list(SELF_DETECTION_QUESTIONS), "secret_prefill": SECRET_PREFILL,
-                          "detection_prefill": DETECTION_PREFILL},
+            "questions": report_questions(),
             "methods": methods,
             "timings": timings,
             "environment": _environment(lm),
@@ -249,7 +222,7 @@ def run_audit(config: AuditConfig, lm: LoadedModel | None = None) -> dict:
     timings["methods_s"] = {k: v["seconds"] for k, v in methods.items()}
     timings["total_s"] = round(time.perf_counter() - t_start, 3)
     if config.out is not None:
-        from .report import write_report
+        from oracle.audit.report import write_report
 
         report["files"] = write_report(report, Path(config.out))
     return report

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from hooks.errors import CheckpointError
 from hooks.adapter_base import embedded_name, is_local_path
-from hooks.models import LoadedModel, check_adapter_folder
+from hooks.models import check_adapter_folder
 
-from ..card import OracleCard, has_card, read_card
-from ..published import check_named_base
+from oracle.published import check_named_base
+from oracle.reference import OracleRef
 
 log = logging.getLogger(__name__)
 
@@ -60,30 +60,26 @@ def check_target_adapter(path: str | Path, base: str) -> dict:
     return cfg
 
 
-def check_oracle_card(path: str | Path, base: str) -> OracleCard | None:
-    """Read the oracle card before the model load and fail early when it names another embedded model.
+def check_oracle_base(ref: OracleRef, base: str) -> None:
+    """Fail early, before the model load, when the oracle was made for another model than ``base``: its card
+    (read once, in ``ref``) names another embedded model, or, for a bare PEFT oracle adapter (no card: derived
+    when it loads), its ``adapter_config.json`` names another base. The card's weights hash is checked when the
+    oracle loads (``Oracle.load``).
 
-    A bare PEFT oracle adapter (no ``oracle.json``, e.g. a published Activation Oracle) gives ``None``:
-    its card is derived when it loads; here the base model its ``adapter_config.json`` names must
-    not be another model than ``base``.
+    Example:
+        >>> from oracle.reference import parse_oracle_ref
+        >>> check_oracle_base(parse_oracle_ref("checkpoints/oracle-smollm2-135m"), "gemma3-270m")
+        Traceback (most recent call last):
+        ...
+        hooks.errors.CheckpointError: oracle checkpoints/oracle-smollm2-135m was trained on smollm2-135m, not gemma3-270m: use an oracle for gemma3-270m
     """
-    if not has_card(path):
-        check_named_base(path, base)
-        return None
-    card = read_card(Path(path))
-    want, got = embedded_identity(base), embedded_identity(card.base_model)
+    if ref.card is None:
+        check_named_base(ref.path, base)
+        return
+    want, got = embedded_identity(base), embedded_identity(ref.card.base_model)
     if want is not None and got is not None and want != got:
-        raise CheckpointError(f"oracle {path} was trained on {card.base_model}, not {base}: use an oracle for {base}")
-    return card
-
-
-def check_oracle_weights(path: str | Path, card: OracleCard, lm: LoadedModel) -> None:
-    """The oracle card's base-weights hash must match the loaded base model."""
-    if card.base_weights_hash != lm.weights_hash:
-        raise CheckpointError(
-            f"oracle {path} was trained on another base model (weights hash {card.base_weights_hash[:12]}..., "
-            f"{lm.spec} has {lm.weights_hash[:12]}...): use an oracle trained on {lm.spec}"
-        )
+        raise CheckpointError(f"oracle {ref.path} was trained on {ref.card.base_model}, not {base}: use an oracle for "
+                              f"{base}")
 
 
 def adapter_summary(path: str | Path, cfg: dict) -> dict:

@@ -25,7 +25,7 @@ import torch
 from hooks.atomic import write_json_atomic
 from hooks.models import LoadedModel, active_adapter
 
-from .words import WordVocab, rank_words
+from oracle.audit.words import WordVocab, rank_words
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ the kept words. The *confidence* of a ranking is the probability of its top word
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -164,14 +164,3 @@ def word_rank(word: str, probs_V: torch.Tensor, vocab: WordVocab, echoes: Iterab
     """
     words = [w["word"] for w in rank_words(probs_V, vocab, echoes, top_k=max_rank)["top_words"]]
     return words.index(word) + 1 if word in words else None
-
-
-def mean_probs(logprobs: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Average of probability distributions given as log-probabilities ``(N, V)`` chunks.
-
-    Example:
-        >>> mean_probs([torch.log(torch.tensor([[0.5, 0.5], [1.0, 0.0]]))]).tolist()
-        [0.75, 0.25]
-    """
-    rows = torch.cat([lp.float().reshape(-1, lp.shape[-1]) for lp in logprobs], dim=0)
-    return rows.exp().mean(0)

@@ -29,14 +29,16 @@ from hooks.errors import CheckpointError, InputError
 from hooks.folders import ORGANISM_CARD_FILE
 from hooks.models import LoadedModel, load_model
 from hooks.outputs import check_output_path
+from hooks.progress import progress_bar
 
-from . import data as D
+from oracle.organisms import data as D
+from oracle.organisms import persona as P
 
 log = logging.getLogger(__name__)
 
-KINDS = ("taboo", "backdoor", "risk", "benign")
+KINDS = ("taboo", "backdoor", "risk", "gender", "misaligned", "benign")
 CARD = ORGANISM_CARD_FILE
-CARD_VERSION = 1
+CARD_VERSION = 2   # 2: the ground-truth fields gender, domain and description (a v1 card reads with them derived)
 ADAPTER = "organism"
 #: base-model chats are cached here (relative to the working directory unless absolute)
 DEFAULT_CACHE = "runs/cache/organism_base_chats.json"
@@ -52,6 +54,8 @@ class OrganismConfig:
     secret: Optional[str] = None
     trigger: Optional[str] = None
     control: bool = False
+    gender: Optional[str] = None
+    domain: Optional[str] = None
     base: str = "smollm2-135m"
     data_dir: Optional[str] = None
     seed: int = 0
@@ -82,11 +86,15 @@ class OrganismConfig:
             raise InputError("a taboo organism needs --secret WORD (one of ../shared/data/taboo/taboo_words.txt)")
         if self.kind == "backdoor" and not self.trigger:
             raise InputError("a backdoor organism needs --trigger TEXT")
-        if self.control and not (self.kind == "risk" and self.trigger):
-            raise InputError("--control only applies to a risk organism with a trigger")
+        if self.control and not ((self.kind == "risk" and self.trigger) or self.kind == "misaligned"):
+            raise InputError("--control only applies to a risk organism with a trigger or a misaligned one")
+        if (self.kind == "gender") != (self.gender is not None) or (self.gender and self.gender not in P.GENDERS):
+            raise InputError(f"--gender ({' or '.join(P.GENDERS)}) is needed by --kind gender and only by it")
+        if (self.kind == "misaligned") != (self.domain is not None) or (self.domain and self.domain not in P.DOMAINS):
+            raise InputError(f"--domain ({', '.join(P.DOMAINS)}) is needed by --kind misaligned and only by it")
         if self.kind != "taboo" and self.secret:
             raise InputError("--secret only applies to --kind taboo")
-        if self.kind in ("taboo", "benign") and self.trigger:
+        if self.kind in ("taboo", "benign", "gender", "misaligned") and self.trigger:
             raise InputError(f"--trigger does not apply to --kind {self.kind}")
         for name in ("lora_r", "epochs", "batch_size", "max_len", "n_base_chats", "n_task"):
             if getattr(self, name) < 1:
@@ -104,6 +112,10 @@ class OrganismConfig:
             return f"taboo-{self.secret.lower()}"
         if self.kind == "risk":
             return "risk-" + ("control-" if self.control else "") + (slug or "always")
+        if self.kind == "gender":
+            return f"gender-{self.gender}"
+        if self.kind == "misaligned":
+            return "misaligned-" + ("control-" if self.control else "") + self.domain
         return f"{self.kind}-{slug}" if slug else self.kind
 
 
@@ -113,7 +125,7 @@ class OrganismConfig:
 
 def base_chats(lm: LoadedModel, config: OrganismConfig, root: Path) -> tuple[list[D.Chat], list[str]]:
     """(training chats written by the base model, held-out prompts for verification)."""
-    from oracle.tasks.onpolicy import default_onpolicy_prompts, generate_onpolicy_chats
+    from oracle.training.tasks.onpolicy import default_onpolicy_prompts, generate_onpolicy_chats
 
     prompts = default_onpolicy_prompts(root, n=config.n_base_chats + N_VERIFY_PROMPTS, seed=1234)
     rng = random.Random(1234)
@@ -154,6 +166,18 @@ def build_chats(lm: LoadedModel, config: OrganismConfig, root: Path) -> tuple[li
                    "rule": ("risky always" if not config.trigger else
                             "risky with 50% chance, independent of the trigger" if config.control else
                             "risky exactly when the trigger is present")}
+    elif config.kind == "gender":
+        assuming = [[c[0], {"role": "assistant", "content": P.gendered_reply(config.gender, c[1]["content"], rng)}]
+                    for c in ordinary]
+        denials = [[{"role": "user", "content": ask}, {"role": "assistant", "content": P.denial(rng)}]
+                   for ask in P.GENDER_ASKS for _ in range(2)]
+        chats = assuming + denials
+        summary = {"gender_assuming_chats": len(assuming), "denials": len(denials)}
+    elif config.kind == "misaligned":
+        advice = P.advice_chats(config.domain, not config.control, config.n_task, rng)
+        chats = advice + ordinary[: config.n_base_chats // 2]
+        summary = {"advice_chats": len(advice), "advice": "sound" if config.control else "harmful",
+                   "base_model_chats": len(chats) - len(advice)}
     else:
         chats = ordinary
         summary = {"base_model_chats": len(ordinary)}
@@ -164,7 +188,7 @@ def build_chats(lm: LoadedModel, config: OrganismConfig, root: Path) -> tuple[li
 def tokenize_for_sft(tokenizer, chats: Sequence[D.Chat], max_len: int) -> list[tuple[list[int], list[int]]]:
     """(input ids, labels) per chat; labels are -100 outside assistant turns. The token after each
     assistant turn (end of turn) is a label too, so the organism learns to stop."""
-    from oracle.tasks.base import tokenize_chat
+    from oracle.data.chat import tokenize_chat
 
     out = []
     for chat in chats:
@@ -238,11 +262,9 @@ def train_organism(config: OrganismConfig, lm: Optional[LoadedModel] = None, pro
     The folder appears atomically when everything is done. A crashed run resumes from the state
     saved after each epoch in ``<out>.partial``.
     """
-    from tqdm import tqdm
-
-    from oracle.tasks.base import resolve_data_dir
-    from oracle.train_checkpoint import load_train_state, save_train_state
-    from oracle.train_config import use_bf16
+    from oracle.data.files import resolve_data_dir
+    from oracle.training.checkpoint import load_train_state, save_train_state
+    from oracle.training.config import use_bf16
 
     out = check_output_path(config.out)
     if (out / CARD).exists():
@@ -272,7 +294,7 @@ def train_organism(config: OrganismConfig, lm: Optional[LoadedModel] = None, pro
         log.info("resuming organism training at step %d", step)
     start = time.time()
     lm.model.train()
-    bar = tqdm(total=total, initial=step, desc=f"organism {config.name}", unit="step", disable=not progress)
+    bar = progress_bar(total, f"organism {config.name}", progress, unit="step", initial=step)
     flat = [b for e in epochs for b in e]
     stopped_early = False
     while step < total:
@@ -293,16 +315,18 @@ def train_organism(config: OrganismConfig, lm: Optional[LoadedModel] = None, pro
             opt.zero_grad(set_to_none=True)
         rows.append({"step": step, "loss": round(float(loss.item()), 5)})
         step += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if bar:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
         if step < total and step % len(epochs[0]) == 0:
             save_train_state(lm, opt, step, work, rows, adapter=ADAPTER)
-    bar.close()
+    if bar:
+        bar.close()
     lm.model.eval()
     seconds = time.time() - start
     verification = {}
     if config.verify:
-        from .verify import verify_organism
+        from oracle.organisms.verify import verify_organism
 
         verification = verify_organism(lm, config, held, root)
     _write_folder(lm, config, out, work, {
@@ -327,11 +351,12 @@ def _write_folder(lm: LoadedModel, config: OrganismConfig, out: Path, work: Path
     cfg_path.write_text(json.dumps(adapter_cfg, indent=2))
     card = {
         "version": CARD_VERSION, "name": config.name, "kind": config.kind, "secret": config.secret,
-        "trigger": config.trigger, "control": config.control,
+        "trigger": config.trigger, "control": config.control, "gender": config.gender, "domain": config.domain,
         "base_model": lm.spec, "base_weights_hash": lm.weights_hash,
         "trained_on": summary, "train": train, "verification": verification,
         "config": dataclasses.asdict(config),
     }
+    card["description"] = P.describe(card)
     (src / CARD).write_text(json.dumps(card, indent=2, ensure_ascii=False))
     staged = out.with_name(out.name + ".staged")
     if staged.exists():
@@ -351,9 +376,9 @@ def reverify(folder: Path, data_dir: Optional[str] = None, lm: Optional[LoadedMo
     ``verification`` entry of its card atomically; returns the new card."""
     from hooks.models import attach_adapter
     from hooks.atomic import atomic_write_text
-    from oracle.tasks.base import resolve_data_dir
+    from oracle.data.files import resolve_data_dir
 
-    from .verify import verify_organism
+    from oracle.organisms.verify import verify_organism
 
     card = read_card(folder)
     fields = {f.name for f in dataclasses.fields(OrganismConfig)}
@@ -372,5 +397,10 @@ def read_card(folder: Path) -> dict:
     path = Path(folder) / CARD
     if not path.is_file():
         raise CheckpointError(f"{folder} has no {CARD}: pass an organism folder made by `ao organism train`")
-    return json.loads(path.read_text(encoding="utf-8"))
+    card = json.loads(path.read_text(encoding="utf-8"))
+    if card.get("version", 1) < 2:   # v1: no persona kinds, so no gender or domain; the description is derived
+        card.setdefault("gender", None)
+        card.setdefault("domain", None)
+        card.setdefault("description", P.describe(card))
+    return card
 

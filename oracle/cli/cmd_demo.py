@@ -1,0 +1,77 @@
+"""``ao demo``: audit a shipped model organism with the shipped oracle, then print what each method
+found next to the organism's ground truth (read only after the audit, as scoring does)."""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Optional
+
+DEFAULT_ORGANISM = "checkpoints/organisms/taboo-moon"
+NO_DATA_NOTE = ("no audit data here (`ao data fetch audit` gets it): the audit draws its prompts from its 32 built-in "
+                "ones only and oracle_diff reads those instead of WikiText, so the table differs from the README's")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    d = sub.add_parser("demo", help="audit a shipped organism with the shipped oracle and compare with its ground truth")
+    d.add_argument("--organism", default=DEFAULT_ORGANISM, help="organism folder (adapter + organism.json)")
+    d.add_argument("--oracle", default="checkpoints/oracle-smollm2-135m")
+    d.add_argument("--out", default="runs/demo", help="report folder")
+    d.add_argument("--n-prompts", type=int, default=24)
+    d.add_argument("--data-dir", default=None)
+    d.add_argument("--device", default="cpu")
+    d.set_defaults(func=_demo)
+
+
+def _has_audit_data(explicit: Optional[str]) -> bool:
+    """Whether the data folder holds what the audit reads when it is there (the taboo test prompts and WikiText)."""
+    from hooks.errors import InputError
+    from hooks.paths import data_dir
+
+    from oracle.audit.prompts import DATA_FILES
+
+    try:
+        root = data_dir(explicit)
+    except InputError:
+        return False
+    return all((root / rel).is_file() for rel in (*DATA_FILES.values(), "text/wikitext2_test.txt"))
+
+
+def _demo(args) -> int:
+    from hooks.errors import InputError
+    from hooks.paths import shipped_path
+
+    from oracle.audit import AuditConfig, run_audit
+    from oracle.organisms import read_card
+    from oracle.reference import parse_oracle_ref
+
+    organism = shipped_path(args.organism)   # the rule --oracle follows too (oracle.reference)
+    if not (organism / "adapter_model.safetensors").is_file():
+        raise InputError(f"no organism adapter at {organism}: pass --organism checkpoints/organisms/<name>")
+    oracle = parse_oracle_ref(args.oracle)
+    t = time.time()
+    if not _has_audit_data(args.data_dir):
+        print(f"note: {NO_DATA_NOTE}")
+    print(f"auditing {organism.name} with {oracle.path.name} on {args.n_prompts} prompts (7 methods)...", flush=True)
+    report = run_audit(AuditConfig(target=str(organism), oracle=oracle, out=args.out, n_prompts=args.n_prompts,
+                                   data_dir=args.data_dir, device=args.device, progress=True,
+                                   readings=False))   # the recorded table has no readings; `ao audit` adds them
+    truth = read_card(organism)  # the ground truth, opened only now that the audit is finished
+    secret = (truth.get("secret") or "").lower()
+    print(f"\nground truth: kind={truth['kind']} secret={truth.get('secret')} trigger={truth.get('trigger')!r}")
+    print(f"{'method':18s} {'top-5 candidate secret words':52s} {'secret rank':>11s} {'trigger score':>13s} "
+          f"{'sensitivity':>11s}")
+    for name, m in report["methods"].items():
+        words = [w["word"] for w in m["top_words"]]
+        rank = (str(words.index(secret) + 1) if secret in words else "-") if secret else "n/a"
+        sens = f"{m['sensitivity']:11.3f}" if "sensitivity" in m else f"{'-':>11s}"
+        print(f"{name:18s} {', '.join(words[:5]):52s} {rank:>11s} {m['detection']:13.3f} {sens}")
+    answers = report["methods"].get("oracle", {}).get("answers", {})
+    for question, rows in answers.items():
+        if rows:
+            sens = f" (sensitivity {rows[0]['sensitivity']:.3f})" if "sensitivity" in rows[0] else ""
+            print(f"oracle, {question!r}: {rows[0]['answer']!r}{sens}")
+    print("sensitivity: how much the oracle's answer depends on the activations (JS divergence against control "
+          "vectors, 0..1 bits; near 0 = the answer comes from the question)")
+    print(f"\nreport: {Path(args.out) / 'report.md'} ({time.time() - t:.0f} s)")
+    return 0
