@@ -29,6 +29,7 @@ from oracle.api import Oracle, Query
 from oracle.audit.forward import _batched_logits, chat_ids
 from oracle.confidence import choice_scores_and_sensitivity, debiased_choice
 from oracle.data.chat import tokenize_text
+from oracle.yes_no import token_ids
 from oracle.data.kinds import KIND_DESCRIPTIONS
 
 if TYPE_CHECKING:
@@ -138,11 +139,6 @@ def target_reading(lm: LoadedModel, prefill: bool, batch_size: int = 16) -> Read
 
 # -- the logit lens ------------------------------------------------------------------------------
 
-def _single_tokens(tok, words: Sequence[str]) -> list[int]:
-    ids = [tokenize_text(tok, w) for w in words]
-    return sorted({t[0] for t in ids if len(t) == 1})
-
-
 def _content_tokens(tok, description: str) -> list[int]:
     words = [w for w in description.replace("'", " ").split() if w.lower() not in _STOP]
     return sorted({tokenize_text(tok, " " + w)[0] for w in words})
@@ -153,7 +149,7 @@ def lens_reading(lm: LoadedModel, vecs_ND: torch.Tensor, diff: bool) -> Reading:
     content words."""
     tok = lm.tokenizer
     logp_V = logit_lens(lm, vecs_ND, "target", diff=diff).exp().mean(0).clamp_min(1e-30).log()
-    gender = [float(torch.logsumexp(logp_V[_single_tokens(tok, LENS_WORDS[g])], 0)) for g in ("male", "female")]
+    gender = [float(torch.logsumexp(logp_V[token_ids(tok, LENS_WORDS[g])], 0)) for g in ("male", "female")]
     kinds = {k: float(logp_V[_content_tokens(tok, d)].mean()) for k, d in KIND_DESCRIPTIONS.items()}
     return reading_from_scores(gender, kinds)
 
