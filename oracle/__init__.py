@@ -1,8 +1,8 @@
-"""The oracle: what a user loads and asks (the query API, its card, prompt, injection scaling, batching and
-confidence), with a subpackage per stage of what a user does with it, each importing only those below it:
+"""The oracle, with a subpackage per stage of what a user does with it, each importing only those below it:
 
 ``oracle.cli`` (the ``ao`` command) > ``oracle.audit`` > ``oracle.evals`` > ``oracle.organisms`` >
-``oracle.training`` > this package > ``oracle.data`` (dataset readers, hash splits, chat helpers).
+``oracle.training`` > ``oracle.core`` (what a user loads and asks: the query API, its card, prompt, injection
+scaling, batching and confidence) > ``oracle.data`` (dataset readers, hash splits, chat helpers).
 
 The public names load on first use, so ``import oracle.data`` stays light::
 
@@ -15,11 +15,12 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "Oracle": "api", "Query": "api",
-    "OracleCard": "card", "read_card": "card", "OracleRef": "reference", "parse_oracle_ref": "reference",
+    "Oracle": "core.api", "Query": "core.api",
+    "OracleCard": "core.card", "read_card": "core.card",
+    "OracleRef": "core.reference", "parse_oracle_ref": "core.reference",
     "TrainConfig": "training.config", "train_oracle": "training.loop",
     "SuiteConfig": "evals.suite", "run_suite": "evals.suite",
-    "Answer": "confidence", "Calibration": "confidence",
+    "Answer": "core.confidence", "Calibration": "core.confidence",
 }
 
 __all__ = sorted(_EXPORTS)

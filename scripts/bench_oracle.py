@@ -27,7 +27,7 @@ def main() -> None:
     from peft import LoraConfig, get_peft_model
 
     from hooks.models import load_model
-    from oracle.api import Oracle, Query
+    from oracle.core.api import Oracle, Query
     from oracle.training.loop import TrainConfig, build_examples, capture_example_store, make_batch, oracle_loss
 
     lm = load_model("smollm2-135m")

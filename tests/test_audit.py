@@ -187,7 +187,7 @@ def test_audit_end_to_end_writes_report(audited):
 def test_oracle_diff_scales_differences_as_differences(lm, random_adapter, monkeypatch):
     """Differences (target - base) reach the oracle divided by the spread only: subtracting the layer's mean
     would turn every difference into nearly the same vector."""
-    from oracle.scaling import InputScaler
+    from oracle.core.scaling import InputScaler
 
     seen = []
     real = InputScaler.__call__

@@ -1,4 +1,4 @@
-"""Sensitivity, calibration and abstention (oracle.confidence, oracle.evals.calibrate): constructed cases on tiny models."""
+"""Sensitivity, calibration and abstention (oracle.core.confidence, oracle.evals.calibrate): constructed cases on tiny models."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,8 +11,8 @@ import torch
 
 from hooks.errors import CheckpointError, InputError
 from hooks.testing import tiny_loaded
-from oracle.api import Oracle, Query
-from oracle.confidence import (CALIBRATION_FILE, Answer, Calibration, KindCalibration, adapter_sha256, check_threshold,
+from oracle.core.api import Oracle, Query
+from oracle.core.confidence import (CALIBRATION_FILE, Answer, Calibration, KindCalibration, adapter_sha256, check_threshold,
                                expected_calibration_error, fit_temperature, fit_thresholds, js_bits)
 
 

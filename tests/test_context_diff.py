@@ -100,7 +100,7 @@ def test_the_training_loop_reads_the_mean_difference():
 
     from hooks.models import adapters_disabled
     from hooks.testing import ByteTokenizer, tiny_loaded
-    from oracle.batching import target_vectors
+    from oracle.core.batching import target_vectors
     from oracle.training.loop import _vectors_for, is_difference
 
     lm = tiny_loaded("llama")

@@ -94,7 +94,7 @@ def problems(text: str) -> list[str]:
 def test_the_checker_sees_a_wrong_name():
     assert problems("`hooks/no_such.py`, `oracle.no_such_module`, `Oracle.no_such_method`, `nosuch.py`") == [
         "path hooks/no_such.py", "name oracle.no_such_module", "member Oracle.no_such_method", "file nosuch.py"]
-    assert problems("`hooks/store.py`, `oracle.card.OracleCard`, `Oracle.ask`, `YesNo.against_control`") == []
+    assert problems("`hooks/store.py`, `oracle.core.card.OracleCard`, `Oracle.ask`, `YesNo.against_control`") == []
 
 
 def test_every_name_in_the_design_doc_exists():
@@ -106,4 +106,6 @@ def test_the_design_doc_has_a_line_per_floor():
 
     text = DESIGN.read_text(encoding="utf-8")
     for package in FLOORS:
-        assert f"`{package.replace('.', '/')}/`" in text, package
+        folder = REPO / package.replace(".", "/")
+        if any(p.name != "__init__.py" for p in folder.glob("*.py")):  # a folder with modules of its own
+            assert f"`{package.replace('.', '/')}/`" in text, package

@@ -11,8 +11,8 @@ import torch
 from hooks.errors import CheckpointError, InputError
 from hooks.inject import inject_at, norm_matched_add
 from hooks.testing import tiny_loaded, tiny_model
-from oracle.batching import make_oracle_batch
-from oracle.prompt import build_prompt, placeholder_token
+from oracle.core.batching import make_oracle_batch
+from oracle.core.prompt import build_prompt, placeholder_token
 from oracle.training.tasks.base import OracleExample
 
 
@@ -202,7 +202,7 @@ def test_in_training_evaluation_injects_where_the_run_does(tmp_path):
             calls.append((layer, args[-1] if len(args) >= 4 else kwargs.get("coef")))
             return real(model, layer, *args, **kwargs)
 
-        import oracle.api as api
+        import oracle.core.api as api
         api.inject_at, saved = spy, api.inject_at
         try:
             oracle.yes_probability(torch.randn(1, lm.d_model), "Is it?")
@@ -266,7 +266,7 @@ def test_init_from_continues_an_oracle_and_refuses_other_settings(tmp_path):
     its training summary in the new card, and refuses an oracle trained with another LoRA shape or injection."""
     from safetensors.torch import load_file
 
-    from oracle.scaling import STATS_FILE
+    from oracle.core.scaling import STATS_FILE
     from oracle.training.loop import train_oracle
 
     _, cfg = _train(tmp_path, "first")
@@ -293,8 +293,8 @@ def test_init_from_continues_an_oracle_and_refuses_other_settings(tmp_path):
 
 
 def test_input_scaling_ships_with_the_adapter_and_the_oracle_applies_it(tmp_path):
-    from oracle.api import Oracle, Query
-    from oracle.scaling import STATS_FILE, InputScaler
+    from oracle.core.api import Oracle, Query
+    from oracle.core.scaling import STATS_FILE, InputScaler
 
     _, cfg = _train(tmp_path, "scaled")
     folder = tmp_path / "scaled"
@@ -304,7 +304,7 @@ def test_input_scaling_ships_with_the_adapter_and_the_oracle_applies_it(tmp_path
     assert scaler.layers == [1]
     # the statistics are those of the training activations (examples read layer 1 at position 7)
     lm = tiny_loaded("llama", seed=5)
-    from oracle.batching import target_vectors
+    from oracle.core.batching import target_vectors
 
     exs = _examples(16)
     raw = torch.cat(target_vectors(lm, [e.context_ids for e in exs], [e.positions for e in exs], [1] * 16))
@@ -315,14 +315,14 @@ def test_input_scaling_ships_with_the_adapter_and_the_oracle_applies_it(tmp_path
     v = torch.randn(2, 64) * 5 + 3
     assert torch.equal(oracle._batch([Query(v, "Is it?", 1)], diff=False).vectors_ND, scaler(v, 1))
     assert torch.equal(oracle._batch([Query(v, "Is it?", 1)], diff=True).vectors_ND, v / scaler.std[1])
-    from oracle.card import OracleCard
+    from oracle.core.card import OracleCard
 
     assert Oracle.from_model(lm, card=OracleCard.for_model(lm)).scaler is None
     assert oracle.baseline().scaler is oracle.scaler and oracle.baseline().card is oracle.card
 
 
 def test_input_scaling_bad_files_and_settings_are_one_line(tmp_path):
-    from oracle.scaling import STATS_FILE, InputScaler
+    from oracle.core.scaling import STATS_FILE, InputScaler
     from oracle.training.loop import TrainConfig
 
     with pytest.raises(InputError, match="--input-scaling must be"):
@@ -391,7 +391,7 @@ SHIPPED = "checkpoints/oracle-smollm2-135m"
 
 @pytest.fixture(scope="module")
 def shipped(embedded_lm):
-    from oracle.api import Oracle
+    from oracle.core.api import Oracle
 
     oracle = Oracle.load(SHIPPED, lm=embedded_lm)
     yield oracle
@@ -402,7 +402,7 @@ def shipped(embedded_lm):
 
 @pytest.mark.slow
 def test_ask_batch_matches_single_asks(shipped):
-    from oracle.api import Query
+    from oracle.core.api import Query
 
     qs = [Query("The cat sat on the mat.", "What animal is mentioned?", positions="all"),
           Query("I hated this movie, it was awful.", "Answer with 'Yes' or 'No' only. Is the sentiment positive?"),
@@ -439,7 +439,7 @@ def test_bad_input_to_the_oracle(shipped):
 def test_oracle_card_for_another_base_model_is_refused(tmp_path):
     import shutil
 
-    from oracle.api import Oracle
+    from oracle.core.api import Oracle
 
     dst = tmp_path / "oracle"
     shutil.copytree(SHIPPED, dst, ignore=shutil.ignore_patterns("eval", "*.png", "*.jsonl"))
@@ -466,7 +466,7 @@ def test_scores_by_asked_separates_a_question_and_its_negation():
 
 @pytest.mark.slow
 def test_eval_report_scores_agree_with_the_api_and_list_training_groups(shipped, tmp_path):
-    from oracle.api import Query
+    from oracle.core.api import Query
     from oracle.evals.heldout import (evaluate_heldout_scores, evaluate_training_groups, example_vectors,
                                  heldout_accuracies, write_report, yes_no_scores)
     from oracle.training.tasks.classification import build_classification

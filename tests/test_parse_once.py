@@ -62,9 +62,9 @@ def test_the_positions_grammar_is_read_by_the_one_parse_function_only():
 
 
 def test_the_oracle_reference_is_resolved_and_its_card_read_by_the_one_parse_function_only():
-    assert callers("resolve_oracle_path") == {"oracle/reference.py:parse_oracle_ref"}
-    assert callers("load_card") == {"oracle/reference.py:parse_oracle_ref"}
-    assert callers("shipped_path") <= {"oracle/reference.py:resolve_oracle_path", "oracle/cli/cmd_demo.py:_demo"}
+    assert callers("resolve_oracle_path") == {"oracle/core/reference.py:parse_oracle_ref"}
+    assert callers("load_card") == {"oracle/core/reference.py:parse_oracle_ref"}
+    assert callers("shipped_path") <= {"oracle/core/reference.py:resolve_oracle_path", "oracle/cli/cmd_demo.py:_demo"}
 
 
 def test_ao_ask_parses_positions_once_and_ao_audit_its_oracle_once():
@@ -74,7 +74,7 @@ def test_ao_ask_parses_positions_once_and_ao_audit_its_oracle_once():
             "oracle/cli/cmd_demo.py:_demo"} <= cli_oracle
 
 
-@pytest.mark.parametrize("below", ["oracle/batching.py", "oracle/audit/run.py", "oracle/audit/methods.py",
+@pytest.mark.parametrize("below", ["oracle/core/batching.py", "oracle/audit/run.py", "oracle/audit/methods.py",
                                    "oracle/audit/forward.py", "oracle/audit/target.py", "hooks/inject.py"])
 def test_nothing_below_the_edges_parses_again(below):
     for parse in ("Positions.parse", "select_positions", "parse_positions", "parse_oracle_ref", "read_card"):
@@ -84,7 +84,7 @@ def test_nothing_below_the_edges_parses_again(below):
 def test_the_one_none_rule():
     """``none`` (any case) means no oracle in one place; an ``OracleRef`` or ``None`` passes through untouched."""
     from oracle.audit import AuditConfig
-    from oracle.reference import parse_oracle_ref
+    from oracle.core.reference import parse_oracle_ref
 
     assert parse_oracle_ref(" NONE ", allow_none=True) is None and parse_oracle_ref("", allow_none=True) is None
     ref = parse_oracle_ref("checkpoints/oracle-smollm2-135m")
@@ -112,7 +112,7 @@ def test_ao_ask_positions_reach_the_oracle_parsed_once(monkeypatch, capsys):
     import hooks.models
     import hooks.positions
     from hooks.testing import tiny_loaded
-    from oracle.api import Oracle
+    from oracle.core.api import Oracle
     from oracle.cli.main import build_parser, main
 
     build_parser()   # every command module imported (their own constants parsed) before counting
@@ -138,7 +138,7 @@ def test_ao_audit_reads_the_oracle_card_once(monkeypatch, capsys, tmp_path):
     """``ao audit --oracle DIR``: the folder is checked and its card read once, in the CLI; the audit's plan gets
     the parsed reference (run stopped before any model loads)."""
     import oracle.audit
-    import oracle.reference
+    import oracle.core.reference
     from oracle.cli.main import main
 
     class Stop(Exception):
@@ -151,13 +151,13 @@ def test_ao_audit_reads_the_oracle_card_once(monkeypatch, capsys, tmp_path):
         raise Stop
 
     monkeypatch.setattr(oracle.audit, "run_audit", run_audit)
-    cards = _count(monkeypatch, oracle.reference, "load_card")
+    cards = _count(monkeypatch, oracle.core.reference, "load_card")
     target = str(REPO / "checkpoints" / "organisms" / "benign")
     with pytest.raises(Stop):
         main(["audit", "--target", target, "--oracle", "checkpoints/oracle-smollm2-135m", "--out", str(tmp_path / "r")])
     assert len(cards) == 1
     plan = seen[0]
-    assert isinstance(plan.oracle, oracle.reference.OracleRef) and plan.oracle.card.source_layers == [7, 15, 22]
+    assert isinstance(plan.oracle, oracle.core.reference.OracleRef) and plan.oracle.card.source_layers == [7, 15, 22]
     assert plan.loads_oracle and plan.methods[:2] == ("oracle", "oracle_diff")
     with pytest.raises(Stop):
         main(["audit", "--target", target, "--oracle", "none", "--out", str(tmp_path / "r")])

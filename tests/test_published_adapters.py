@@ -22,10 +22,10 @@ from hooks.errors import CheckpointError, LayerError, ModelLoadError
 from hooks.adapter_base import is_local_path, load_adapter_base, resolve_adapter_base
 from hooks.models import EMBEDDED, load_model
 from hooks.paths import REPO_ROOT
-from oracle.api import Oracle, Query
-from oracle.card import read_card
-from oracle.published import CardOverrides
-from oracle.yes_no import yes_share
+from oracle.core.api import Oracle, Query
+from oracle.core.card import read_card
+from oracle.core.published import CardOverrides
+from oracle.core.yes_no import yes_share
 
 N_LAYERS, D_MODEL = 4, 64
 QUESTION = "Is this text about the moon?"
@@ -246,7 +246,7 @@ def _our_logits(oracle: Oracle, queries: list[Query]) -> tuple[torch.Tensor, obj
 # -- 1. a bare PEFT oracle adapter loads, with a derived card ---------------------------------------
 
 def test_bare_adapter_gets_the_derived_card_and_says_so(bare_oracle, caplog):
-    with caplog.at_level(logging.WARNING, logger="oracle.published"):
+    with caplog.at_level(logging.WARNING, logger="oracle.core.published"):
         o = Oracle.load(bare_oracle)
     card = o.card
     assert card.source_layers == [1, 2, 3]  # 25/50/75 % of 4 layers
@@ -312,7 +312,7 @@ def test_text_sources_are_read_from_the_base_model_with_the_oracle_off(oracle, r
 
 @pytest.mark.parametrize("k", [1, 3])
 def test_cached_generation_never_reinjects(oracle, reference, monkeypatch, k):
-    import oracle.api as api
+    import oracle.core.api as api
 
     seen: list[dict] = []
     real = api.inject_at
@@ -345,7 +345,7 @@ def test_cached_generation_never_reinjects(oracle, reference, monkeypatch, k):
 # -- the command line: ao ask, ao card init, bad input ----------------------------------------------
 
 def test_ao_ask_answers_with_a_bare_adapter(bare_oracle, capsys, caplog):
-    with caplog.at_level(logging.WARNING, logger="oracle.published"):
+    with caplog.at_level(logging.WARNING, logger="oracle.core.published"):
         rc, out, err = _cli(["ask", "--oracle", str(bare_oracle), "--text", "The moon is bright.", "--question",
                              QUESTION, "--max-new-tokens", "3"], capsys)
     assert rc == 0, err
@@ -397,7 +397,7 @@ def test_card_init_records_the_derived_card(bare_oracle, tmp_path, capsys, caplo
     assert "ao card init" in card.training["note"]
     # the structure-only (meta device) hash equals the loaded model's: the card loads with no derivation
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="oracle.published"):
+    with caplog.at_level(logging.WARNING, logger="oracle.core.published"):
         o = Oracle.load(folder)
     assert "derived its card" not in caplog.text
     assert o.card.base_weights_hash == o.lm.weights_hash

@@ -10,7 +10,7 @@ from hooks.errors import InputError
 @pytest.fixture(scope="module")
 def tiny_oracle():
     from hooks.testing import tiny_loaded
-    from oracle.api import Oracle
+    from oracle.core.api import Oracle
 
     return Oracle.untrained(lm=tiny_loaded("llama", n_layers=4))
 
@@ -18,7 +18,7 @@ def tiny_oracle():
 def _full_sequence_logprob(oracle, vec, question: str, answer: str) -> float:
     """Independent reference: one unpadded forward of prompt + answer, every logit computed."""
     from hooks.inject import inject_at
-    from oracle.batching import make_oracle_batch
+    from oracle.core.batching import make_oracle_batch
 
     b = make_oracle_batch(oracle.lm.tokenizer, [vec], [1], [question], [answer], side="right")
     with inject_at(oracle.lm.model, oracle.card.injection_layer, b.rows_N, b.positions_N, b.vectors_ND, 1.0):
@@ -29,7 +29,7 @@ def _full_sequence_logprob(oracle, vec, question: str, answer: str) -> float:
 
 
 def test_choice_scorer_sums_each_candidates_full_sequence_logprob(tiny_oracle):
-    from oracle.api import Query
+    from oracle.core.api import Query
 
     torch.manual_seed(0)
     vecs = [torch.randn(2, 64), torch.randn(1, 64)]
@@ -44,7 +44,7 @@ def test_choice_scorer_sums_each_candidates_full_sequence_logprob(tiny_oracle):
 
 
 def test_choice_scorer_rejects_bad_candidates_in_one_line(tiny_oracle):
-    from oracle.api import Query
+    from oracle.core.api import Query
 
     q = [Query(torch.randn(1, 64), "Which?", layer=1)]
     with pytest.raises(InputError, match="at least two candidate"):
@@ -54,7 +54,7 @@ def test_choice_scorer_rejects_bad_candidates_in_one_line(tiny_oracle):
 
 
 def test_first_token_logprobs_are_the_answer_start_distribution(tiny_oracle):
-    from oracle.api import Query
+    from oracle.core.api import Query
 
     v = torch.randn(1, 64)
     lp = tiny_oracle.first_token_logprobs([Query(v, "Which word?", layer=1)])

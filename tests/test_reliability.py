@@ -36,9 +36,9 @@ from hooks.models import load_model
 from hooks.paths import REPO_ROOT
 from hooks.positions import parse_positions
 from hooks.texts import load_texts
-from oracle.confidence import check_threshold
+from oracle.core.confidence import check_threshold
 from oracle.organisms import OrganismConfig, train_organism
-from oracle.published import CardOverrides
+from oracle.core.published import CardOverrides
 from oracle.evals.suite import SuiteConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -207,13 +207,13 @@ def ask_argv(ctx: Ctx, *extra: str, oracle: Optional[str] = None, text: str = TE
 
 
 def untrained(ctx: Ctx):
-    from oracle.api import Oracle
+    from oracle.core.api import Oracle
 
     return Oracle.untrained(lm=ctx.tiny_lm())
 
 
 def load_oracle(ctx: Ctx, name: str, **kw):
-    from oracle.api import Oracle
+    from oracle.core.api import Oracle
 
     return Oracle.load(ctx.p(name), **kw)
 
@@ -329,8 +329,8 @@ def open_store(ctx: Ctx):
 def damaged_oracle(damage: str) -> Callable[[Ctx], None]:
     """A copy of the tiny oracle with one thing wrong (as tests/test_oracle.py damages the shipped one), or intact."""
     def setup(ctx: Ctx) -> None:
-        from oracle.confidence import Calibration, KindCalibration
-        from oracle.scaling import STATS_FILE, InputScaler
+        from oracle.core.confidence import Calibration, KindCalibration
+        from oracle.core.scaling import STATS_FILE, InputScaler
 
         dst = ctx.copy(ctx.a.oracle, "oracle")
         adapter, card = dst / "adapter_model.safetensors", dst / "oracle.json"
@@ -717,7 +717,7 @@ CASES += [
          setup=organism_folder),
     Case("row47-card-init-on-an-organism", CheckpointError, "is a model organism (organism.json), not an oracle",
          lambda c: ["card", "init", str(c.p("organism"))],
-         lambda c: __import__("oracle.published").published.init_card(c.p("organism")),
+         lambda c: __import__("oracle.core.published").core.published.init_card(c.p("organism")),
          setup=organism_folder),
     Case("row48-ask-max-new-tokens-0", InputError, "tokens must be at least 1",
          lambda c: ask_argv(c, "--max-new-tokens", "0"),

@@ -11,10 +11,10 @@ import torch
 
 from hooks.errors import InputError
 from hooks.paths import data_dir
-from oracle.api import Query
+from oracle.core.api import Query
 from oracle.data.unseen_sets import (UNSEEN_CONCEPTS, UNSEEN_SETS, names_unseen_concept, unseen_items, unseen_rows,
                                       unseen_split)
-from oracle.yes_no import check_yes_no_question, yes_no_scores, yes_share
+from oracle.core.yes_no import check_yes_no_question, yes_no_scores, yes_share
 
 SHARED = data_dir()   # the one resolver: --data-dir, AO_DATA_DIR, ../shared/data, the user cache
 

@@ -87,7 +87,7 @@ def main() -> int:
         return write_table(args.table)
 
     from hooks.models import load_model
-    from oracle.api import Oracle
+    from oracle.core.api import Oracle
     from oracle.audit.readings import KIND_QUESTION, oracle_reading
     from oracle.organisms import read_card
 
@@ -105,7 +105,7 @@ def main() -> int:
         card = read_card(folder)   # ground truth: this is scoring, after the readings are fixed
         oracle.set_target(folder)  # the control vectors are differences too, read with this organism
         r = oracle_reading(oracle, [(L, v[None]) for L, v in diffs[folder.name].items()], diff=True)
-        from oracle.api import Query
+        from oracle.core.api import Query
 
         said = oracle.ask_batch([Query(diffs[folder.name][layers[0]][None], KIND_QUESTION, layer=layers[0])],
                                 diff=True, max_new_tokens=16)[0]

@@ -30,7 +30,7 @@ from hooks.models import load_model
 from oracle import Oracle, Query
 from hooks.logit_lens import logit_lens  # noqa: E402
 from oracle.audit.forward import chat_ids, residuals  # noqa: E402
-from oracle.yes_no import yes_share  # noqa: E402
+from oracle.core.yes_no import yes_share  # noqa: E402
 from oracle.audit.prompts import ORACLE_DETECTION_QUESTIONS, SELF_DETECTION_QUESTIONS
 from oracle.audit.run import detach_adapters
 from oracle.organisms import read_card

@@ -20,7 +20,7 @@ from hooks.models import load_model
 from oracle import Oracle, Query
 from hooks.logit_lens import logit_lens  # noqa: E402
 from oracle.audit.forward import chat_ids, residuals  # noqa: E402
-from oracle.yes_no import yes_share  # noqa: E402
+from oracle.core.yes_no import yes_share  # noqa: E402
 from oracle.audit.prompts import SELF_DETECTION_QUESTIONS
 from oracle.audit.run import detach_adapters
 from oracle.data.chat import tokenize_text

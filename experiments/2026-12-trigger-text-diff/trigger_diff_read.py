@@ -40,7 +40,7 @@ from oracle import Oracle, Query
 from oracle.audit.config import AuditConfig
 from hooks.logit_lens import logit_lens  # noqa: E402
 from oracle.audit.forward import residuals  # noqa: E402
-from oracle.yes_no import yes_share  # noqa: E402
+from oracle.core.yes_no import yes_share  # noqa: E402
 from oracle.audit.methods import AuditContext, oracle_detection, pooled_detection
 from oracle.audit.prompts import ORACLE_DETECTION_QUESTIONS, TEXT_DIFF_POSITION, TEXT_DIFF_QUESTIONS
 from oracle.organisms import read_card

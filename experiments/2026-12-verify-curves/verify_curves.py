@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from hooks.models import load_model
-from oracle.api import Oracle
+from oracle.core.api import Oracle
 from oracle.evals.heldout import example_vectors, yes_probabilities
 from oracle.evals.suite import suite_eval_fn
 from oracle.data.chat import tokenize_text
@@ -92,7 +92,7 @@ def make_eval_fn(lm, layer: int):
             base = Oracle(oracle.lm, oracle.card, trained=False, scaler=oracle.scaler)
             cache.update({k: example_vectors(base, v) for k, v in sets.items()})
         res = {}
-        from oracle.api import Query
+        from oracle.core.api import Query
         for k, exs in sets.items():
             p = oracle.yes_probability_batch([Query(v, e.question, e.layer) for v, e in zip(cache[k], exs)])
             res[k] = round(auroc([e.answer == YES for e in exs], p), 4)

@@ -14,7 +14,7 @@ import argparse
 import torch
 
 from hooks.models import load_model
-from oracle.batching import target_vectors
+from oracle.core.batching import target_vectors
 from oracle.training.tasks.classification import build_heldout_classification
 
 

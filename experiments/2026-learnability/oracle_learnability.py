@@ -38,11 +38,11 @@ from pathlib import Path
 import torch
 
 from hooks.models import load_model
-from oracle.api import Oracle, Query
-from oracle.card import OracleCard
-from oracle.batching import make_oracle_batch
+from oracle.core.api import Oracle, Query
+from oracle.core.card import OracleCard
+from oracle.core.batching import make_oracle_batch
 from oracle.evals.heldout import example_vectors, p_yes_scores
-from oracle.scaling import SCALINGS, InputScaler
+from oracle.core.scaling import SCALINGS, InputScaler
 from hooks.layers import source_layers
 from oracle.training.tasks.classification import (OPEN_QUESTIONS, YES_NO_PREFIX, build_classification,
                                          build_heldout_classification, heldout_dataset_names)

@@ -22,9 +22,9 @@ import torch
 from hooks.capture import pad_batch, position_ids_from_mask
 from hooks.models import load_model
 from oracle.evals.heldout import p_yes_scores, scores_by_asked
-from oracle.prompt import render_user_turn
+from oracle.core.prompt import render_user_turn
 from oracle.data.chat import tokenize_text
-from oracle.yes_no import yes_share
+from oracle.core.yes_no import yes_share
 from oracle.training.tasks.classification import (TRAIN_GROUPS, build_classification, build_heldout_classification,
                                          heldout_dataset_names)
 

@@ -8,7 +8,7 @@ from hooks.errors import InputError, LayerError
 from hooks.layers import Layer
 from hooks.outputs import check_output_path
 
-from oracle.reference import OracleSpec, parse_oracle_ref
+from oracle.core.reference import OracleSpec, parse_oracle_ref
 
 # Every audit method, in report order.
 METHODS: tuple[str, ...] = ("oracle", "oracle_diff", "untrained_oracle", "ask_target", "prefill", "logit_lens",
@@ -28,7 +28,7 @@ SECRET_THRESHOLD = 0.3
 @dataclass
 class AuditConfig:
     """What to audit and how (SAELens style: validated in ``__post_init__``, stored in the report): the audit's
-    plan. ``oracle`` is parsed here, once (:func:`oracle.reference.parse_oracle_ref`: ``"none"`` means no oracle);
+    plan. ``oracle`` is parsed here, once (:func:`oracle.core.reference.parse_oracle_ref`: ``"none"`` means no oracle);
     ``methods=None`` means every method this plan can run (all but the trained oracle's without an oracle);
     :attr:`loads_oracle` says whether the audit loads the oracle.
 

@@ -12,7 +12,7 @@ from hooks.capture import pad_batch, position_ids_from_mask
 from hooks.errors import InputError
 from hooks.models import LoadedModel, active_adapter
 
-from oracle.batching import target_vectors
+from oracle.core.batching import target_vectors
 from oracle.data.chat import format_chat, tokenize_text
 
 

@@ -22,9 +22,9 @@ import torch
 from hooks.errors import InputError
 from hooks.models import LoadedModel
 
-from oracle.api import Oracle, Query
+from oracle.core.api import Oracle, Query
 from oracle.data.chat import tokenize_text
-from oracle.yes_no import yes_share
+from oracle.core.yes_no import yes_share
 from oracle.audit.config import AuditConfig
 from hooks.logit_lens import logit_lens
 from oracle.audit.forward import chat_ids, generate_text, mean_next_token_probs, next_token_logprobs, residuals

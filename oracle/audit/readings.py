@@ -25,11 +25,11 @@ import torch
 
 from hooks.logit_lens import logit_lens
 from hooks.models import LoadedModel
-from oracle.api import Oracle, Query
+from oracle.core.api import Oracle, Query
 from oracle.audit.forward import _batched_logits, chat_ids
-from oracle.confidence import choice_scores_and_sensitivity, debiased_choice
+from oracle.core.confidence import choice_scores_and_sensitivity, debiased_choice
 from oracle.data.chat import tokenize_text
-from oracle.yes_no import token_ids
+from oracle.core.yes_no import token_ids
 from oracle.data.kinds import KIND_DESCRIPTIONS
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ def _descriptions() -> list[str]:
 
 def oracle_reading(oracle: Oracle, sources: Sequence[tuple[int, torch.Tensor]], diff: bool) -> Reading:
     """The two choice questions asked of each ``(layer, vectors)`` source, scored against control vectors
-    (:func:`oracle.confidence.debiased_choice`) and averaged over the sources."""
+    (:func:`oracle.core.confidence.debiased_choice`) and averaged over the sources."""
     descriptions = _descriptions()
     queries = [Query(v, q, layer=layer) for layer, v in sources for q in (GENDER_QUESTION, KIND_QUESTION)]
     cands = [list(GENDER_ANSWERS) if q.question == GENDER_QUESTION else descriptions for q in queries]

@@ -15,7 +15,7 @@ from hooks.layers import unwrap
 from hooks.models import LoadedModel, load_model
 from hooks.progress import progress_bar
 
-from oracle.api import Oracle
+from oracle.core.api import Oracle
 from oracle.data.chat import format_chat, tokenize_text
 from oracle.audit.config import AuditConfig
 from oracle.audit.forward import chat_ids, generate_text, residuals

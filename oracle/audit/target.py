@@ -13,8 +13,8 @@ from hooks.errors import CheckpointError
 from hooks.adapter_base import embedded_name, is_local_path
 from hooks.models import check_adapter_folder
 
-from oracle.published import check_named_base
-from oracle.reference import OracleRef
+from oracle.core.published import check_named_base
+from oracle.core.reference import OracleRef
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def check_oracle_base(ref: OracleRef, base: str) -> None:
     oracle loads (``Oracle.load``).
 
     Example:
-        >>> from oracle.reference import parse_oracle_ref
+        >>> from oracle.core.reference import parse_oracle_ref
         >>> check_oracle_base(parse_oracle_ref("checkpoints/oracle-smollm2-135m"), "gemma3-270m")
         Traceback (most recent call last):
         ...

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from oracle.published import CardOverrides
+from oracle.core.published import CardOverrides
 
 
 def add_card_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,7 +19,7 @@ def add_card_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def overrides_from_args(args: argparse.Namespace) -> CardOverrides:
-    """:class:`oracle.published.CardOverrides` from the flags :func:`add_card_arguments` added.
+    """:class:`oracle.core.published.CardOverrides` from the flags :func:`add_card_arguments` added.
 
     Example:
         >>> p = argparse.ArgumentParser(); add_card_arguments(p)

@@ -5,7 +5,7 @@ import argparse
 
 from oracle.audit.config import DEFAULT_ORACLE, METHODS, SECRET_THRESHOLD
 from oracle.cli.args import split_list
-from oracle.reference import parse_oracle_ref
+from oracle.core.reference import parse_oracle_ref
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _init(args: argparse.Namespace) -> int:
-    from oracle.published import init_card
+    from oracle.core.published import init_card
 
     card = init_card(args.folder, overrides_from_args(args), force=args.force)
     summary = {k: v for k, v in asdict(card).items() if k not in ("train_config", "evaluation")}

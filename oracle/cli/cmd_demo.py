@@ -43,9 +43,9 @@ def _demo(args) -> int:
 
     from oracle.audit import AuditConfig, run_audit
     from oracle.organisms import read_card
-    from oracle.reference import parse_oracle_ref
+    from oracle.core.reference import parse_oracle_ref
 
-    organism = shipped_path(args.organism)   # the rule --oracle follows too (oracle.reference)
+    organism = shipped_path(args.organism)   # the rule --oracle follows too (oracle.core.reference)
     if not (organism / "adapter_model.safetensors").is_file():
         raise InputError(f"no organism adapter at {organism}: pass --organism checkpoints/organisms/<name>")
     oracle = parse_oracle_ref(args.oracle)

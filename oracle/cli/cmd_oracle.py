@@ -11,12 +11,12 @@ from hooks.layers import Layer
 from hooks.positions import GRAMMAR, Positions
 
 from oracle.cli.args import add_card_arguments, overrides_from_args, split_list
-from oracle.api import Query
+from oracle.core.api import Query
 from oracle.evals.calibrate import CalibrationConfig
-from oracle.confidence import check_threshold
+from oracle.core.confidence import check_threshold
 from oracle.evals.suite import SuiteConfig
 from oracle.evals.unseen import UnseenConfig
-from oracle.reference import parse_oracle_ref
+from oracle.core.reference import parse_oracle_ref
 from oracle.training.loop import TrainConfig
 
 
@@ -155,12 +155,12 @@ def _ask(args: argparse.Namespace) -> int:
         raise InputError("--abstain works with a trained oracle's answers and --choices, --details with those and "
                          "--yes-prob; neither with --untrained")
     if args.yes_prob:
-        from oracle.yes_no import check_yes_no_question
+        from oracle.core.yes_no import check_yes_no_question
 
         check_yes_no_question(args.question)
     from hooks.models import load_model
 
-    from oracle.api import Oracle
+    from oracle.core.api import Oracle
 
     if ref is None:
         oracle = Oracle.untrained(lm=load_model(args.model, dtype=args.dtype, device=args.device))

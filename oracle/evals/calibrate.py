@@ -1,4 +1,4 @@
-"""Fit and judge an oracle's calibration and abstention (:mod:`oracle.confidence`) on reading-skill items.
+"""Fit and judge an oracle's calibration and abstention (:mod:`oracle.core.confidence`) on reading-skill items.
 
 :func:`calibrate` fits on the ``calibration`` split (a fifth of the eval documents, never in the suite) and
 writes ``calibration.json``; :func:`confidence_report` scores the fitted oracle, and the untrained one with
@@ -26,8 +26,8 @@ from hooks.atomic import atomic_write_text, save_figure
 from hooks.errors import InputError
 from hooks.progress import progress_bar
 
-from oracle.api import Oracle, Query
-from oracle.confidence import (N_CONTROLS, Calibration, confidence_bins, KindCalibration, check_threshold, choice_scores_and_sensitivity,
+from oracle.core.api import Oracle, Query
+from oracle.core.confidence import (N_CONTROLS, Calibration, confidence_bins, KindCalibration, check_threshold, choice_scores_and_sensitivity,
                          coverage_curve, expected_calibration_error, fit_temperature, fit_thresholds,
                          open_logprobs_and_sensitivity)
 from oracle.evals.heldout import example_vectors
@@ -138,7 +138,7 @@ def _items(oracle: Oracle, split: str, n: int, seed: int, data_dir, layer: int):
 
 def calibrate(oracle: Oracle, cfg: CalibrationConfig, progress: bool = False) -> tuple[Calibration, list[dict]]:
     """Fit ``oracle``'s calibration on the calibration split; returns it (not yet saved) and the records."""
-    from oracle.confidence import adapter_sha256
+    from oracle.core.confidence import adapter_sha256
 
     layer = oracle.card.source_layers[len(oracle.card.source_layers) // 2]
     rows = _items(oracle, CALIBRATION, cfg.n, cfg.seed, cfg.data_dir, layer)
@@ -188,7 +188,7 @@ def judge(records: Sequence[dict], cal: Calibration) -> dict:
 
 
 def reliability_bins(confidence: Sequence[float], correct: Sequence[bool], n_bins: int = 10) -> list:
-    """:func:`oracle.confidence.confidence_bins`, rounded for the report."""
+    """:func:`oracle.core.confidence.confidence_bins`, rounded for the report."""
     return [(c, round(m, 4), round(a, 4), n) for c, m, a, n in confidence_bins(confidence, correct, n_bins)]
 
 

@@ -12,9 +12,9 @@ import torch
 from hooks.atomic import save_figure
 from hooks.progress import progress_bar
 
-from oracle.api import Oracle, Query
-from oracle.reference import OracleSpec, parse_oracle_ref
-from oracle.batching import target_vectors
+from oracle.core.api import Oracle, Query
+from oracle.core.reference import OracleSpec, parse_oracle_ref
+from oracle.core.batching import target_vectors
 from oracle.data.labelled import heldout_dataset_names
 from oracle.training.tasks.base import LAST_MAX, OracleExample
 from oracle.training.tasks.classification import build_heldout_classification
@@ -360,8 +360,8 @@ def run_heldout_eval(oracle_path: OracleSpec, n: int = 200, families_n: int = 10
     ``out`` (default: the oracle folder's ``eval/``) and, unless ``write_card`` is False, the figures into the card."""
     from hooks.models import load_model
 
-    from oracle.card import update_evaluation
-    from oracle.scaling import InputScaler
+    from oracle.core.card import update_evaluation
+    from oracle.core.scaling import InputScaler
 
     ref = parse_oracle_ref(oracle_path, require_card=True)
     oracle_path, card = ref.path, ref.card

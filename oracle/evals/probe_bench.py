@@ -268,7 +268,7 @@ def probe_accuracy(store: Any, labels: Any, layer: int, pooling: str, train_idx:
 def oracle_accuracy(oracle: Any, X_ND: Any, layer: int, question: str, y: Any, n_boot: int = 1000,
                     seed: int = 0, batch_size: int = 32) -> dict:
     """Zero-shot accuracy of ``oracle`` answering ``question`` about each activation row (Yes iff P(Yes) >= 0.5)."""
-    from oracle.api import Query
+    from oracle.core.api import Query
 
     queries = [Query(X_ND[i], question, layer=int(layer)) for i in range(len(X_ND))]
     p = np.asarray(oracle.yes_probability_batch(queries, batch_size=batch_size), dtype=np.float64)
@@ -285,7 +285,7 @@ def _auroc(y01: np.ndarray, scores: np.ndarray) -> Union[float, str]:
 
 def _load_oracles(lm: Any, oracle_path: Optional[PathLike], untrained: bool) -> dict[str, Any]:
     """``{"oracle_trained": ..., "oracle_untrained": ...}``; a missing checkpoint is skipped with a warning."""
-    from oracle.api import Oracle
+    from oracle.core.api import Oracle
 
     out: dict[str, Any] = {}
     if oracle_path is not None:

@@ -16,14 +16,14 @@ from typing import Callable, Optional
 
 from hooks.outputs import check_output_path
 
-from oracle.api import Oracle
-from oracle.card import update_evaluation
-from oracle.confidence import Calibration
+from oracle.core.api import Oracle
+from oracle.core.card import update_evaluation
+from oracle.core.confidence import Calibration
 from oracle.evals.calibrate import CalibrationConfig, append_confidence_section, calibrate
 from oracle.evals.heldout import quick_eval_fn
 from oracle.evals.suite import SuiteConfig, plot_learning_curves, run_suite, suite_eval_fn, write_suite_report
 from oracle.evals.unseen import UnseenConfig, run_unseen, write_unseen_report
-from oracle.reference import OracleSpec, parse_oracle_ref
+from oracle.core.reference import OracleSpec, parse_oracle_ref
 from oracle.training.config import TrainConfig
 
 log = logging.getLogger(__name__)

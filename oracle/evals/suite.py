@@ -28,7 +28,7 @@ from hooks.atomic import atomic_write_text, save_figure
 from hooks.errors import InputError
 from hooks.progress import progress_bar
 
-from oracle.api import Oracle, Query
+from oracle.core.api import Oracle, Query
 from oracle.evals.heldout import example_vectors
 from oracle.data.files import resolve_data_dir
 from oracle.data.splits import make_rng

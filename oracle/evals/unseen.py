@@ -4,7 +4,7 @@ concepts no part of the training mix reads (:mod:`oracle.data.unseen_sets`), eac
 Per set (``n`` label-balanced items, layer ``L``, the text's first or last 16 token vectors):
 
 * **yes/no** naming the concept ("Is the person named at the end of this text a singer?"): the log-odds of
-  yes against the control vectors (:func:`oracle.yes_no.yes_no_scores`), AUROC over the items;
+  yes against the control vectors (:func:`oracle.core.yes_no.yes_no_scores`), AUROC over the items;
 * **choice** among the set's family of answers (five occupations, four news topics): each candidate's
   first-token log-probability (spellings summed) against the control vectors, AUROC of the concept's softmax
   share over the candidates;
@@ -36,11 +36,11 @@ from hooks.errors import InputError
 from hooks.positions import Positions
 from hooks.progress import progress_bar
 
-from oracle.api import Oracle, Query
-from oracle.prompt import render_user_turn
+from oracle.core.api import Oracle, Query
+from oracle.core.prompt import render_user_turn
 from oracle.data.chat import tokenize_text
 from oracle.data.unseen_sets import UnseenSet, check_unseen_names, unseen_items
-from oracle.yes_no import control_first_token_logprobs, resolved_queries, yes_no_scores, yes_share
+from oracle.core.yes_no import control_first_token_logprobs, resolved_queries, yes_no_scores, yes_share
 
 log = logging.getLogger(__name__)
 

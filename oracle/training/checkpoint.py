@@ -17,7 +17,7 @@ from hooks.models import LoadedModel
 from oracle.training.config import TrainConfig
 
 if TYPE_CHECKING:
-    from oracle.card import OracleCard
+    from oracle.core.card import OracleCard
 
 TRAIN_STATE = "train_state"
 
@@ -106,7 +106,7 @@ def start_from_oracle(lm: LoadedModel, config: TrainConfig, out: Path) -> dict:
 
     from hooks.models import attach_adapter
 
-    from oracle.scaling import STATS_FILE
+    from oracle.core.scaling import STATS_FILE
 
     folder = Path(config.init_from)
     card = check_init_from(lm, config, out)
@@ -121,8 +121,8 @@ def check_init_from(lm: LoadedModel, config: TrainConfig, out: Path) -> "OracleC
     LoRA shape, no input scaling); returns its card. Reads only: :func:`train_oracle` calls it before it writes."""
     from hooks.models import check_adapter_folder
 
-    from oracle.card import read_card
-    from oracle.scaling import STATS_FILE
+    from oracle.core.card import read_card
+    from oracle.core.scaling import STATS_FILE
 
     folder = Path(config.init_from)
     adapter_cfg = check_adapter_folder(folder)

@@ -14,7 +14,7 @@ import torch
 from hooks.errors import InputError
 from hooks.outputs import check_output_path
 
-from oracle.scaling import SCALINGS
+from oracle.core.scaling import SCALINGS
 from oracle.training.tasks.mix import FAMILIES
 
 

@@ -23,9 +23,9 @@ from hooks.adapter_base import record_portable_base
 from hooks.models import LoadedModel, adapters_disabled, load_model
 from hooks.store import ActivationStore, DocActs, StoreWriter
 
-from oracle.batching import capture_contexts, make_oracle_batch, target_vectors
-from oracle.card import OracleCard, write_card
-from oracle.scaling import STATS_FILE, InputScaler
+from oracle.core.batching import capture_contexts, make_oracle_batch, target_vectors
+from oracle.core.card import OracleCard, write_card
+from oracle.core.scaling import STATS_FILE, InputScaler
 from hooks.layers import source_layers
 from oracle.training.tasks.base import OracleExample, load_examples, save_examples
 from oracle.training.checkpoint import (TRAIN_STATE, check_init_from, check_resume_settings, load_train_state, promote_adapter,
@@ -33,7 +33,7 @@ from oracle.training.checkpoint import (TRAIN_STATE, check_init_from, check_resu
 from oracle.training.config import TrainConfig, use_bf16
 
 if TYPE_CHECKING:
-    from oracle.api import Oracle
+    from oracle.core.api import Oracle
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +237,7 @@ def train_oracle(
     :class:`Oracle` over the adapter being trained, and ``on_finish`` the log rows and the output folder once
     the adapter is saved (e.g. to plot the checks). Returns the summary dict written into the card.
     """
-    from oracle.api import Oracle
+    from oracle.core.api import Oracle
 
     torch.manual_seed(config.seed)
     started = time.perf_counter()

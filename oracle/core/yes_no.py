@@ -29,7 +29,7 @@ import torch
 from hooks.errors import InputError
 from hooks.positions import LAST
 
-from oracle.confidence import N_CONTROLS, ReadsActivations, control_vectors, js_bits
+from oracle.core.confidence import N_CONTROLS, ReadsActivations, control_vectors, js_bits
 
 YES_WORDS = ("Yes", " Yes", "yes", " yes", "YES", " YES")
 NO_WORDS = ("No", " No", "no", " no", "NO", " NO")

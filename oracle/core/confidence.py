@@ -8,7 +8,7 @@
 * **Calibration**: a temperature per answer kind (``choice``, ``open``) that makes the softmax of the answer
   scores a probability one can trust, fitted by likelihood on the reading skills' ``calibration`` split (a
   fifth of the eval documents that the suite never reads), stored in ``calibration.json`` beside the adapter
-  with the adapter's hash, and applied by :meth:`oracle.api.Oracle.load`.
+  with the adapter's hash, and applied by :meth:`oracle.core.api.Oracle.load`.
 * **Abstention**: answer "can't tell" when the sensitivity or the calibrated confidence is below thresholds
   fitted on the same split, the lowest that keep the precision of the answered questions at the target.
 
@@ -60,7 +60,7 @@ CONTROL_TEXTS = (
 
 
 class ReadsActivations(Protocol):
-    """What this module needs of an oracle (:class:`oracle.api.Oracle` has it); queries are ``api.Query``."""
+    """What this module needs of an oracle (:class:`oracle.core.api.Oracle` has it); queries are ``api.Query``."""
 
     lm: Any
 

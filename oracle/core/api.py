@@ -16,14 +16,14 @@ from hooks.positions import LAST, Positions, PositionsSpec
 from hooks.adapter_base import load_adapter_base
 from hooks.models import LoadedModel, active_adapter, attach_adapter, load_model
 
-from oracle.batching import make_oracle_batch, target_vectors
-from oracle.card import OracleCard
-from oracle.confidence import (N_CONTROLS, Answer, Calibration, choice_scores_and_sensitivity, debiased_choice,
+from oracle.core.batching import make_oracle_batch, target_vectors
+from oracle.core.card import OracleCard
+from oracle.core.confidence import (N_CONTROLS, Answer, Calibration, choice_scores_and_sensitivity, debiased_choice,
                          open_logprobs_and_sensitivity)
-from oracle.published import CardOverrides, resolve_card
-from oracle.reference import OracleSpec, parse_oracle_ref
-from oracle.scaling import InputScaler
-from oracle.yes_no import YesNo, check_yes_no_question, yes_no_scores, yes_share
+from oracle.core.published import CardOverrides, resolve_card
+from oracle.core.reference import OracleSpec, parse_oracle_ref
+from oracle.core.scaling import InputScaler
+from oracle.core.yes_no import YesNo, check_yes_no_question, yes_no_scores, yes_share
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +76,10 @@ class Oracle:
              dtype: str = "float32") -> "Oracle":
         """Load an oracle checkpoint folder (and optionally the target's own adapter).
 
-        ``path``: a folder (resolved by :func:`oracle.reference.parse_oracle_ref`) or an
-        :class:`oracle.reference.OracleRef` already parsed (its card is not read again). A bare PEFT adapter (no
+        ``path``: a folder (resolved by :func:`oracle.core.reference.parse_oracle_ref`) or an
+        :class:`oracle.core.reference.OracleRef` already parsed (its card is not read again). A bare PEFT adapter (no
         ``oracle.json``, e.g. a published Activation Oracle) gets a card derived from its ``adapter_config.json``
-        and the Activation Oracle conventions (``oracle.published``); ``overrides`` replace card fields
+        and the Activation Oracle conventions (``oracle.core.published``); ``overrides`` replace card fields
         (``--base``, ``--source-layers``, ...). The card's base-weights hash is checked here, once.
 
         Example:
@@ -284,7 +284,7 @@ class Oracle:
         """Ask one question about a text (captured from the target) or activation vectors.
 
         ``abstain=True`` answers "can't tell" when the answer barely depends on the vectors or its calibrated
-        confidence is low (thresholds from ``calibration.json``; see :mod:`oracle.confidence`);
+        confidence is low (thresholds from ``calibration.json``; see :mod:`oracle.core.confidence`);
         ``details=True`` returns an :class:`Answer` with the confidence (of the first answer token) and the
         sensitivity instead of a string.
 
@@ -331,7 +331,7 @@ class Oracle:
 
     def yes_probability_batch(self, queries: Sequence[Query], diff: bool = False, batch_size: int = 32) -> list[float]:
         """P(yes) / (P(yes) + P(no)) of the oracle's first answer token for each query, each side summed over
-        its spellings (:func:`oracle.yes_no.yes_share`)."""
+        its spellings (:func:`oracle.core.yes_no.yes_share`)."""
         for q in queries:
             check_yes_no_question(q.question)
         return yes_share(self.first_token_logprobs(queries, diff=diff, batch_size=batch_size), self.lm.tokenizer).tolist()
@@ -339,7 +339,7 @@ class Oracle:
     def yes_probability(self, source: Union[str, torch.Tensor], question: str, layer: Optional[Union[LayerSpec, Layer]] = None,
                         positions: PositionsSpec = LAST, diff: bool = False,
                         details: bool = False) -> Union[float, YesNo]:
-        """P(yes) of a yes/no question; ``details=True`` returns a :class:`oracle.yes_no.YesNo` that also holds
+        """P(yes) of a yes/no question; ``details=True`` returns a :class:`oracle.core.yes_no.YesNo` that also holds
         P(yes) with control vectors (the question's own prior), the log-odds against it and the sensitivity.
 
         Example:
@@ -409,7 +409,7 @@ class Oracle:
                abstain: bool = False, details: bool = False) -> Union[str, Answer]:
         """The candidate answer the oracle finds most likely (see :meth:`answer_logprobs`); ``abstain`` and
         ``details`` as in :meth:`ask`: then each candidate is scored against its score with control vectors
-        (:func:`oracle.confidence.debiased_choice`, which can change the pick when the plain score is mostly
+        (:func:`oracle.core.confidence.debiased_choice`, which can change the pick when the plain score is mostly
         the answer string's own prior) and the confidence is the calibrated probability of the pick.
 
         Example:
@@ -418,7 +418,7 @@ class Oracle:
         """
         self._check_can_abstain(abstain)
         q, cands = Query(source, question, layer, positions), list(candidates)
-        if abstain or details:   # judged against the control vectors (oracle.confidence.debiased_choice)
+        if abstain or details:   # judged against the control vectors (oracle.core.confidence.debiased_choice)
             raw, prior, sens = choice_scores_and_sensitivity(self, [q], [cands], diff=diff)
             scores = debiased_choice(raw[0], prior[0])
         else:

@@ -10,7 +10,7 @@ from hooks.atomic import write_json_atomic
 from hooks.errors import CheckpointError, LayerError
 from hooks.layers import source_layers
 
-from oracle.prompt import CHAT_STYLES, DEFAULT_CHAT_STYLE, PROMPT_FORMAT_VERSION
+from oracle.core.prompt import CHAT_STYLES, DEFAULT_CHAT_STYLE, PROMPT_FORMAT_VERSION
 
 CARD = "oracle.json"
 
@@ -33,7 +33,7 @@ class OracleCard:
     coef: float = 1.0
     input_scaling: str = "none"
     prompt_format_version: int = PROMPT_FORMAT_VERSION
-    chat_style: str = DEFAULT_CHAT_STYLE  # "published" for the published Activation Oracles (oracle.prompt)
+    chat_style: str = DEFAULT_CHAT_STYLE  # "published" for the published Activation Oracles (oracle.core.prompt)
     train_config: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
     evaluation: dict = field(default_factory=dict)

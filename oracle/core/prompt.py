@@ -24,7 +24,7 @@ class OraclePrompt:
     """Token ids of a rendered oracle prompt and where its placeholders are.
 
     Example:
-        >>> from oracle.prompt import build_prompt
+        >>> from oracle.core.prompt import build_prompt
         >>> p = build_prompt(tok, layer=15, k=3, question="What is it?")   # doctest: +SKIP
         >>> len(p.placeholder_positions)                                      # doctest: +SKIP
         3

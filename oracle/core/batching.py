@@ -12,7 +12,7 @@ from hooks.capture import capture_batch, pad_batch, position_ids_from_mask
 from hooks.errors import InputError
 from hooks.models import LoadedModel, active_adapter
 
-from oracle.prompt import DEFAULT_CHAT_STYLE, build_prompt
+from oracle.core.prompt import DEFAULT_CHAT_STYLE, build_prompt
 
 IGNORE = -100
 
@@ -64,7 +64,7 @@ def make_oracle_batch(
     sequence, whose NaN attention outputs would poison the backward pass).
 
     With ``answers``, the answer tokens (and end-of-turn) are appended and become the only labels.
-    ``chat_style``: how the prompt goes into the chat template (``oracle.prompt.CHAT_STYLES``).
+    ``chat_style``: how the prompt goes into the chat template (``oracle.core.prompt.CHAT_STYLES``).
 
     Example:
         >>> b = make_oracle_batch(tok, [torch.randn(2, 576)], [15], ["What is it?"], ["A cat"])  # doctest: +SKIP

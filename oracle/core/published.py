@@ -24,8 +24,8 @@ from hooks.adapter_base import (is_local_path, model_skeleton, portable_base_nam
 from hooks.folders import check_oracle_folder
 from hooks.models import LoadedModel, check_adapter_folder
 
-from oracle.card import OracleCard, check_card_fits, has_card, read_card, write_card
-from oracle.prompt import DEFAULT_PLACEHOLDER
+from oracle.core.card import OracleCard, check_card_fits, has_card, read_card, write_card
+from oracle.core.prompt import DEFAULT_PLACEHOLDER
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from hooks.errors import InputError
 from hooks.folders import check_oracle_folder
 from hooks.paths import shipped_path
 
-from oracle.card import OracleCard, has_card
-from oracle.published import load_card
+from oracle.core.card import OracleCard, has_card
+from oracle.core.published import load_card
 
 #: what a user may pass for an oracle: a folder (string or path) or an already parsed reference
 OracleSpec = Union[str, Path, "OracleRef"]
