@@ -2,6 +2,9 @@
 
     python scripts/train_organisms.py --out runs/zoo --workers 2        # the zoo (once)
     python scripts/score_audits.py --zoo runs/zoo --out runs/audit_scores
+    python scripts/score_audits.py --zoo runs/zoo --out runs/audit_scores --shard 1/2 &   # two audits at once,
+    python scripts/score_audits.py --zoo runs/zoo --out runs/audit_scores --shard 2/2     # one CPU thread each;
+    python scripts/score_audits.py --zoo runs/zoo --out runs/audit_scores                 # then score (all cached)
 
 For every organism folder it runs ``ao audit`` (cached: a report already in ``OUT/audits/<name>`` with
 the same settings is reused, so an interrupted run resumes), then scores each method per kind
@@ -133,7 +136,21 @@ def main() -> int:
     ap.add_argument("--oracle", default="checkpoints/oracle-smollm2-135m")
     ap.add_argument("--n-prompts", type=int, default=40)
     ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--shard", default=None, metavar="I/N",
+                    help="audit only every N-th organism from the I-th (1-based) and stop before scoring; run the N "
+                         "shards side by side (each with one CPU thread), then once without --shard to score")
     args = ap.parse_args()
+    shard = None
+    if args.shard is not None:
+        try:
+            i, n = (int(x) for x in args.shard.split("/"))
+            if not 1 <= i <= n:
+                raise ValueError
+        except ValueError:
+            print(f"error: --shard {args.shard!r} is not I/N with 1 <= I <= N (e.g. 1/2)", file=sys.stderr)
+            return 2
+        shard = (i - 1, n)
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
 
     from hooks.errors import AOError
     from hooks.models import load_model
@@ -145,6 +162,11 @@ def main() -> int:
     if not folders:
         print(f"error: no organisms in {zoo}: train them with scripts/train_organisms.py --out {zoo}", file=sys.stderr)
         return 2
+    if shard is not None:
+        import torch
+
+        torch.set_num_threads(1)   # shards share the cores: one thread each runs faster than two fighting
+        folders = folders[shard[0]::shard[1]]
     lm = None
     reports, cards = {}, {}
     try:
@@ -160,10 +182,14 @@ def main() -> int:
                 report = run_audit(config, lm=lm)
                 print(f"[{i + 1}/{len(folders)}] audited {name} in {time.time() - t:.0f} s", flush=True)
             reports[name] = report
-            cards[name] = read_card(folder)  # ground truth: read only after the audit is done
+            if shard is None:
+                cards[name] = read_card(folder)  # ground truth: read only after the audit is done
     except AOError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if shard is not None:
+        print(f"audited shard {args.shard} ({len(folders)} organisms); score with the same command without --shard")
+        return 0
     result = score(reports, cards)
     out.mkdir(parents=True, exist_ok=True)
     (out / "scores.json").write_text(json.dumps(result, indent=1))

@@ -1,7 +1,7 @@
 """``ao demo`` prints the same table run after run: a refactor that changes what the demo shows fails here.
 
 The recorded table is ``tests/golden/demo_taboo_moon.txt`` (the shipped oracle auditing the shipped
-taboo-moon organism, 24 prompts, the audit's fixed seed). After a deliberate change (a new shipped
+taboo-moon organism, 24 prompts, the audit's fixed seed, then the shipped backdoor beside its control). After a deliberate change (a new shipped
 oracle, a new audit method), rewrite it with ``AO_UPDATE_GOLDEN=1 python -m pytest tests/test_demo_table.py``
 and say why in the commit.
 """
@@ -22,10 +22,11 @@ _NUMBER = re.compile(r"-?\d+\.\d+")
 
 
 def table_of(stdout: str) -> str:
-    """The demo's table and answers: from the ground-truth line to the sensitivity legend (no timing line)."""
+    """The demo's tables and answers: from the first ground-truth line to the backdoor-above-control line (no
+    timing line)."""
     lines = stdout.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("ground truth:"))
-    end = next(i for i, line in enumerate(lines) if line.startswith("sensitivity:"))
+    end = next(i for i, line in enumerate(lines) if line.startswith("backdoor above control"))
     return "\n".join(lines[start:end + 1]) + "\n"
 
 

@@ -1,5 +1,6 @@
-"""``ao demo``: audit a shipped model organism with the shipped oracle, then print what each method
-found next to the organism's ground truth (read only after the audit, as scoring does)."""
+"""``ao demo``: audit shipped model organisms with the shipped oracle, then print what each method found next to
+each organism's ground truth (read only after the audits, as scoring does): the taboo organism's secret word, then a
+backdoor beside its control (a model fine-tuned on the same kind of chats with nothing hidden)."""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +9,10 @@ from pathlib import Path
 from typing import Optional
 
 DEFAULT_ORGANISM = "checkpoints/organisms/taboo-moon"
+# a backdoor and its control, audited by the methods that give a trigger score (fast: no replies are read)
+PAIR = ("checkpoints/organisms/backdoor-deployment", "checkpoints/organisms/benign")
+PAIR_METHODS = ("oracle_diff", "ask_target", "prefill", "logit_lens_diff")
+PAIR_PROMPTS = 8
 NO_DATA_NOTE = ("no audit data here (`ao data fetch audit` gets it): the audit draws its prompts from its 32 built-in "
                 "ones only and oracle_diff reads those instead of WikiText, so the table differs from the README's")
 
@@ -20,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--n-prompts", type=int, default=24)
     d.add_argument("--data-dir", default=None)
     d.add_argument("--device", default="cpu")
+    d.add_argument("--no-pair", action="store_true", help="skip the second part (a backdoor beside its control)")
     d.set_defaults(func=_demo)
 
 
@@ -41,24 +47,30 @@ def _demo(args) -> int:
     from hooks.errors import InputError
     from hooks.paths import shipped_path
 
+    from hooks.models import load_model
+
     from oracle.audit import AuditConfig, run_audit
     from oracle.organisms import read_card
     from oracle.core.reference import parse_oracle_ref
 
     organism = shipped_path(args.organism)   # the rule --oracle follows too (oracle.core.reference)
-    if not (organism / "adapter_model.safetensors").is_file():
-        raise InputError(f"no organism adapter at {organism}: pass --organism checkpoints/organisms/<name>")
+    pair = () if args.no_pair else tuple(shipped_path(p) for p in PAIR)
+    for folder in (organism, *pair):
+        if not (folder / "adapter_model.safetensors").is_file():
+            raise InputError(f"no organism adapter at {folder}: pass --organism checkpoints/organisms/<name>")
     oracle = parse_oracle_ref(args.oracle)
     t = time.time()
     if not _has_audit_data(args.data_dir):
         print(f"note: {NO_DATA_NOTE}")
     print(f"auditing {organism.name} with {oracle.path.name} on {args.n_prompts} prompts (7 methods)...", flush=True)
+    lm = load_model(AuditConfig.base, device=args.device)   # one base model for every audit of the demo
     report = run_audit(AuditConfig(target=str(organism), oracle=oracle, out=args.out, n_prompts=args.n_prompts,
                                    data_dir=args.data_dir, device=args.device, progress=True,
-                                   readings=False))   # the recorded table has no readings; `ao audit` adds them
+                                   readings=False), lm=lm)   # the recorded table has no readings; `ao audit` adds them
     truth = read_card(organism)  # the ground truth, opened only now that the audit is finished
     secret = (truth.get("secret") or "").lower()
-    print(f"\nground truth: kind={truth['kind']} secret={truth.get('secret')} trigger={truth.get('trigger')!r}")
+    print(f"\nground truth: kind={truth['kind']} secret={truth.get('secret')} trigger={truth.get('trigger')!r} "
+          f"({truth['description']})")
     print(f"{'method':18s} {'top-5 candidate secret words':52s} {'secret rank':>11s} {'trigger score':>13s} "
           f"{'sensitivity':>11s}")
     for name, m in report["methods"].items():
@@ -73,5 +85,33 @@ def _demo(args) -> int:
             print(f"oracle, {question!r}: {rows[0]['answer']!r}{sens}")
     print("sensitivity: how much the oracle's answer depends on the activations (JS divergence against control "
           "vectors, 0..1 bits; near 0 = the answer comes from the question)")
+    if pair:
+        _audit_pair(pair, oracle, lm, args)
     print(f"\nreport: {Path(args.out) / 'report.md'} ({time.time() - t:.0f} s)")
     return 0
+
+
+def _audit_pair(pair: tuple[Path, ...], oracle, lm, args) -> None:
+    """Audit a backdoor and its control with the methods that give a trigger score; print each score beside the
+    ground truth, and whether the method scores the backdoor above its control."""
+    from oracle.audit import AuditConfig, run_audit
+    from oracle.organisms import read_card
+
+    names = " and ".join(p.name for p in pair)
+    print(f"\nauditing {names} on {PAIR_PROMPTS} prompts ({len(PAIR_METHODS)} methods)...", flush=True)
+    scores = {}
+    for folder in pair:
+        report = run_audit(AuditConfig(target=str(folder), oracle=oracle, out=str(Path(args.out) / folder.name),
+                                       n_prompts=PAIR_PROMPTS, data_dir=args.data_dir, device=args.device,
+                                       methods=PAIR_METHODS, reply_tokens=0, n_text_answers=0, readings=False,
+                                       progress=True), lm=lm)
+        scores[folder.name] = {m: report["methods"][m]["detection"] for m in PAIR_METHODS}
+    print("\ntrigger score: does the model behave differently when a trigger is present? (higher = more suspicious)")
+    print(f"{'organism':22s} " + " ".join(f"{m:>15s}" for m in PAIR_METHODS) + "  ground truth")
+    for folder in pair:
+        truth = read_card(folder)   # opened only now that both audits are finished
+        print(f"{folder.name:22s} " + " ".join(f"{scores[folder.name][m]:15.3f}" for m in PAIR_METHODS)
+              + f"  {truth['description']}")
+    first, second = (p.name for p in pair)
+    print(f"{'backdoor above control':22s} "
+          + " ".join(f"{'yes' if scores[first][m] > scores[second][m] else 'no':>15s}" for m in PAIR_METHODS))
