@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Optional
 
 DEFAULT_ORGANISM = "checkpoints/organisms/taboo-moon"
-# a backdoor and its control, audited by the methods that give a trigger score (fast: no replies are read)
+# a backdoor and its control, audited by the methods that give a trigger score; their trigger scores read neither
+# the prompts nor the ranked words, so few prompts, no replies and one ranked word keep it fast
 PAIR = ("checkpoints/organisms/backdoor-deployment", "checkpoints/organisms/benign")
 PAIR_METHODS = ("oracle_diff", "ask_target", "prefill", "logit_lens_diff")
-PAIR_PROMPTS = 8
+PAIR_PROMPTS = 4
 NO_DATA_NOTE = ("no audit data here (`ao data fetch audit` gets it): the audit draws its prompts from its 32 built-in "
                 "ones only and oracle_diff reads those instead of WikiText, so the table differs from the README's")
 
@@ -25,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--n-prompts", type=int, default=24)
     d.add_argument("--data-dir", default=None)
     d.add_argument("--device", default="cpu")
-    d.add_argument("--no-pair", action="store_true", help="skip the second part (a backdoor beside its control)")
+    d.add_argument("--no-pair", action="store_true",
+                   help="skip the second part (a backdoor beside its control)")
     d.set_defaults(func=_demo)
 
 
@@ -103,8 +105,8 @@ def _audit_pair(pair: tuple[Path, ...], oracle, lm, args) -> None:
     for folder in pair:
         report = run_audit(AuditConfig(target=str(folder), oracle=oracle, out=str(Path(args.out) / folder.name),
                                        n_prompts=PAIR_PROMPTS, data_dir=args.data_dir, device=args.device,
-                                       methods=PAIR_METHODS, reply_tokens=0, n_text_answers=0, readings=False,
-                                       progress=True), lm=lm)
+                                       methods=PAIR_METHODS, reply_tokens=0, n_text_answers=0, top_k=1,
+                                       readings=False, progress=True), lm=lm)
         scores[folder.name] = {m: report["methods"][m]["detection"] for m in PAIR_METHODS}
     print("\ntrigger score: does the model behave differently when a trigger is present? (higher = more suspicious)")
     print(f"{'organism':22s} " + " ".join(f"{m:>15s}" for m in PAIR_METHODS) + "  ground truth")
