@@ -71,3 +71,15 @@ def test_the_heldout_zoo_uses_nothing_the_development_organisms_use(zoos):
     kinds = {args[args.index("--kind") + 1] for args in held.values()}
     assert kinds == {"taboo", "backdoor", "risk", "gender", "misaligned", "benign"}
     assert sum(a[a.index("--kind") + 1] == "gender" for a in held.values()) >= 6
+
+
+def test_score_audits_refuses_a_bad_shard_in_one_line(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    for shard in ("3/2", "0/2", "two"):
+        proc = subprocess.run([sys.executable, str(repo / "scripts" / "score_audits.py"), "--zoo", str(tmp_path),
+                               "--shard", shard], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "--shard" in proc.stderr, proc.stderr
