@@ -93,3 +93,16 @@ def test_ao_demo_without_the_data_folder(tmp_path, monkeypatch, capsys):
     report = json.loads((tmp_path / "demo" / "report.json").read_text(encoding="utf-8"))
     assert set(report["prompt_sources"]) == {"builtin_secret", "builtin_ordinary"}
     assert report["text_diff"]["source"] == "builtin_ordinary"
+
+
+def test_ao_demo_names_a_missing_pair_organism_in_one_line(tmp_path, monkeypatch, capsys):
+    """Checked before any model loads: the missing folder and the two ways out."""
+    import oracle.cli.cmd_demo as cmd_demo
+    from oracle.cli.main import main
+
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr(cmd_demo, "PAIR", (str(tmp_path / "gone"), "checkpoints/organisms/benign"))
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "gone" in err and "--no-pair" in err, err
+    assert not (tmp_path / "demo").exists()

@@ -47,9 +47,8 @@ def _has_audit_data(explicit: Optional[str]) -> bool:
 
 def _demo(args) -> int:
     from hooks.errors import InputError
-    from hooks.paths import shipped_path
-
     from hooks.models import load_model
+    from hooks.paths import shipped_path
 
     from oracle.audit import AuditConfig, run_audit
     from oracle.organisms import read_card
@@ -57,9 +56,12 @@ def _demo(args) -> int:
 
     organism = shipped_path(args.organism)   # the rule --oracle follows too (oracle.core.reference)
     pair = () if args.no_pair else tuple(shipped_path(p) for p in PAIR)
-    for folder in (organism, *pair):
+    if not (organism / "adapter_model.safetensors").is_file():
+        raise InputError(f"no organism adapter at {organism}: pass --organism checkpoints/organisms/<name>")
+    for folder in pair:
         if not (folder / "adapter_model.safetensors").is_file():
-            raise InputError(f"no organism adapter at {folder}: pass --organism checkpoints/organisms/<name>")
+            raise InputError(f"no organism adapter at {folder} for the backdoor pair: restore checkpoints/ "
+                             "(git checkout checkpoints) or pass --no-pair")
     oracle = parse_oracle_ref(args.oracle)
     t = time.time()
     if not _has_audit_data(args.data_dir):
