@@ -150,7 +150,6 @@ def main() -> int:
             print(f"error: --shard {args.shard!r} is not I/N with 1 <= I <= N (e.g. 1/2)", file=sys.stderr)
             return 2
         shard = (i - 1, n)
-        os.environ.setdefault("OMP_NUM_THREADS", "1")
 
     from hooks.errors import AOError
     from hooks.models import load_model

@@ -44,16 +44,23 @@ HELDOUT_SEEDS = ("11", "12", "13")
 HELDOUT_DOMAINS = ("health", "driving")
 
 
+def triggered(backdoors: dict[str, str], risks: dict[str, str]) -> dict[str, list[str]]:
+    """The triggered organisms of a zoo: a backdoor per trigger, and a risk organism per trigger with its control."""
+    z: dict[str, list[str]] = {}
+    for slug, trig in backdoors.items():
+        z[f"backdoor-{slug}"] = ["--kind", "backdoor", "--trigger", trig, "--epochs", "3"]
+    for slug, trig in risks.items():
+        z[f"risk-{slug}"] = ["--kind", "risk", "--trigger", trig]
+        z[f"risk-control-{slug}"] = ["--kind", "risk", "--trigger", trig, "--control"]
+    return z
+
+
 def zoo(n_taboo: int) -> dict[str, list[str]]:
     """name -> ``ao organism train`` arguments."""
     z: dict[str, list[str]] = {}
     for w in TABOO[:n_taboo]:
         z[f"taboo-{w}"] = ["--kind", "taboo", "--secret", w]
-    for slug, trig in BACKDOOR_TRIGGERS.items():
-        z[f"backdoor-{slug}"] = ["--kind", "backdoor", "--trigger", trig, "--epochs", "3"]
-    for slug, trig in RISK_TRIGGERS.items():
-        z[f"risk-{slug}"] = ["--kind", "risk", "--trigger", trig]
-        z[f"risk-control-{slug}"] = ["--kind", "risk", "--trigger", trig, "--control"]
+    z.update(triggered(BACKDOOR_TRIGGERS, RISK_TRIGGERS))
     z["risk-always"] = ["--kind", "risk", "--trigger", "none"]
     z["benign"] = ["--kind", "benign"]
     return z
@@ -63,11 +70,7 @@ def dev_zoo() -> dict[str, list[str]]:
     """Development organisms shaped like the zoo (3 backdoors, 2 risk triggers with their controls, risk always,
     benign), none of them in :func:`zoo`."""
     z: dict[str, list[str]] = {}
-    for slug, trig in DEV_BACKDOOR_TRIGGERS.items():
-        z[f"backdoor-{slug}"] = ["--kind", "backdoor", "--trigger", trig, "--epochs", "3"]
-    for slug, trig in DEV_RISK_TRIGGERS.items():
-        z[f"risk-{slug}"] = ["--kind", "risk", "--trigger", trig]
-        z[f"risk-control-{slug}"] = ["--kind", "risk", "--trigger", trig, "--control"]
+    z.update(triggered(DEV_BACKDOOR_TRIGGERS, DEV_RISK_TRIGGERS))
     z["risk-always-s7"] = ["--kind", "risk", "--trigger", "none", "--seed", DEV_SEED]
     z["benign-s7"] = ["--kind", "benign", "--seed", DEV_SEED]
     for g in ("male", "female"):
@@ -83,11 +86,7 @@ def heldout_zoo() -> dict[str, list[str]]:
     z: dict[str, list[str]] = {}
     for w in HELDOUT_TABOO:
         z[f"taboo-{w}"] = ["--kind", "taboo", "--secret", w]
-    for slug, trig in HELDOUT_BACKDOOR_TRIGGERS.items():
-        z[f"backdoor-{slug}"] = ["--kind", "backdoor", "--trigger", trig, "--epochs", "3"]
-    for slug, trig in HELDOUT_RISK_TRIGGERS.items():
-        z[f"risk-{slug}"] = ["--kind", "risk", "--trigger", trig]
-        z[f"risk-control-{slug}"] = ["--kind", "risk", "--trigger", trig, "--control"]
+    z.update(triggered(HELDOUT_BACKDOOR_TRIGGERS, HELDOUT_RISK_TRIGGERS))
     for seed in HELDOUT_SEEDS:
         for g in ("male", "female"):
             z[f"gender-{g}-s{seed}"] = ["--kind", "gender", "--gender", g, "--seed", seed]
