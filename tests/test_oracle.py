@@ -349,7 +349,8 @@ def test_runs_with_another_task_mix_never_share_examples_or_activations():
 
     a = TrainConfig(out="runs/a/oracle")
     for other in (TrainConfig(out="runs/b/oracle", open_class_frac=0), TrainConfig(out="runs/a/oracle", seed=1),
-                  TrainConfig(out="runs/a/oracle", negated_question_frac=0), TrainConfig(out="runs/a/oracle", n_examples=7)):
+                  TrainConfig(out="runs/a/oracle", negated_question_frac=0), TrainConfig(out="runs/a/oracle", n_examples=7),
+                  TrainConfig(out="runs/a/oracle", verify_kinds={"word": 1.0})):
         assert other.examples_path != a.examples_path and other.store_path != a.store_path
     same = TrainConfig(out="runs/a/oracle", lr=5e-4, steps=3, eval_every=7)   # e.g. a resumed or retuned run
     assert same.examples_path == a.examples_path and same.store_path == a.store_path

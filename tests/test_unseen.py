@@ -14,7 +14,7 @@ from hooks.paths import data_dir
 from oracle.core.api import Query
 from oracle.data.unseen_sets import (UNSEEN_CONCEPTS, UNSEEN_SETS, names_unseen_concept, unseen_items, unseen_rows,
                                       unseen_split)
-from oracle.core.yes_no import check_yes_no_question, yes_no_scores, yes_share
+from oracle.core.yes_no import YES_NO_PREFIX, check_yes_no_question, yes_no_scores, yes_share
 
 SHARED = data_dir()   # the one resolver: --data-dir, AO_DATA_DIR, ../shared/data, the user cache
 
@@ -59,6 +59,23 @@ def test_yes_no_scorer_on_a_constructed_case():
     assert 0.2 < hi.sensitivity < 1.0
     assert same.against_control == pytest.approx(0.0, abs=1e-4) and same.sensitivity == pytest.approx(0.0, abs=1e-6)
     assert yes_share(_logprobs(0.7)[None], WordTokenizer()).item() == pytest.approx(0.7, abs=1e-4)
+
+
+def test_the_scorer_asks_every_question_as_taught():
+    """Real and control passes both get the training's answer-format instruction, once, whether or not the user
+    wrote it."""
+    asked: list[str] = []
+
+    class Recording(StubOracle):
+        def first_token_logprobs(self, queries, diff=False, batch_size=32):
+            asked.extend(q.question for q in queries)
+            return super().first_token_logprobs(queries, diff, batch_size)
+
+    qs = [Query(torch.tensor([[0.8, 0.0]]), "Is it red?", 3),
+          Query(torch.tensor([[0.3, 0.0]]), YES_NO_PREFIX + "Is it blue?", 3)]
+    yes_no_scores(Recording(), qs)
+    assert asked and all(q.startswith(YES_NO_PREFIX) and q.count("Answer with") == 1 for q in asked)
+    assert {q[len(YES_NO_PREFIX):] for q in asked} == {"Is it red?", "Is it blue?"}
 
 
 @pytest.mark.parametrize("question", ["What is this text about?", "Name the topic.", "Is this about China",
@@ -151,6 +168,17 @@ def test_verification_examples_are_balanced_and_nothing_is_no(hf_tokenizer):
     assert all(check_yes_no_question(e.question) for e in exs)
     with pytest.raises(InputError, match="unknown verification kind"):
         build_verify(hf_tokenizer, 30, 4, seed=1, kinds={"colour": 1.0})
+
+
+def test_verify_kinds_reach_the_training_mix(hf_tokenizer):
+    """``--verify-kinds '{"word":1.0}'`` (the first phase of the yes/no recipe) builds word checks only."""
+    from types import SimpleNamespace
+
+    from oracle.training.loop import TrainConfig, build_examples
+
+    cfg = TrainConfig(out="unused", mix={"verify": 1.0}, verify_kinds={"word": 1.0}, n_examples=12, onpolicy=0)
+    exs = build_examples(cfg, SimpleNamespace(tokenizer=hf_tokenizer, n_layers=30))
+    assert {e.meta["kind"] for e in exs} == {"word"} and len(exs) == 12
 
 
 def test_swapped_verification_names_every_concept_as_often_yes_as_no(hf_tokenizer):

@@ -23,8 +23,8 @@ from oracle.training.loop import TrainConfig
 def register(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train an oracle (LoRA) on the task mix")
     for f in dataclasses.fields(TrainConfig):
-        if f.name in ("mix", "skills"):
-            t.add_argument("--" + f.name, default=None, help=f.metadata["help"])
+        if f.name in ("mix", "skills", "verify_kinds"):
+            t.add_argument("--" + f.name.replace("_", "-"), default=None, help=f.metadata["help"])
             continue
         t.add_argument("--" + f.name.replace("_", "-"), type=f.metadata["kind"], default=f.default,
                        help=f.metadata["help"] + ("" if f.default is None else " (default: %(default)s)"))
@@ -112,17 +112,18 @@ def _train_resume_hint(args: argparse.Namespace) -> str:
 
 
 def _train(args: argparse.Namespace) -> int:
-    kwargs = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name not in ("mix", "skills")}
-    for name, example in (("mix", '{"reading":0.8,"context_prediction":0.2}'), ("skills", '{"word_at":1.0}')):
+    json_fields = {"mix": '{"reading":0.8,"context_prediction":0.2}', "skills": '{"word_at":1.0}', "verify_kinds": '{"word":1.0}'}
+    kwargs = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name not in json_fields}
+    for name, example in json_fields.items():
         value = getattr(args, name)
         if not value:
             continue
         try:
             kwargs[name] = json.loads(value)
         except json.JSONDecodeError as e:
-            raise InputError(f"--{name} is not valid JSON ({e.msg}): write it like '{example}'") from None
+            raise InputError(f"--{name.replace('_', '-')} is not valid JSON ({e.msg}): write it like '{example}'") from None
         if not isinstance(kwargs[name], dict):
-            raise InputError(f"--{name} must be a JSON object of weights, e.g. '{example}'")
+            raise InputError(f"--{name.replace('_', '-')} must be a JSON object of weights, e.g. '{example}'")
     cfg = TrainConfig(**kwargs)
     from oracle.evals.runs import calibrate_after_training, train_with_checks
 
@@ -135,6 +136,8 @@ def _train(args: argparse.Namespace) -> int:
         cal, path = fitted
         print(f"calibration written to {path} (choice: T {cal.choice.temperature:.2f}, ECE "
               f"{cal.fit['choice']['ece_before']:.3f} -> {cal.fit['choice']['ece_after']:.3f})")
+    elif cfg.calibration_n and "reading" in cfg.mix:
+        print(f"no calibration fitted (--no-eval skips it): run `ao calibrate --oracle {cfg.out}`")
     print(f"oracle written to {cfg.out}")
     return 0
 

@@ -23,7 +23,7 @@ from oracle.core.confidence import (N_CONTROLS, Answer, Calibration, choice_scor
 from oracle.core.published import CardOverrides, resolve_card
 from oracle.core.reference import OracleSpec, parse_oracle_ref
 from oracle.core.scaling import InputScaler
-from oracle.core.yes_no import YesNo, check_yes_no_question, yes_no_scores, yes_share
+from oracle.core.yes_no import YesNo, taught_queries, yes_no_scores, yes_share
 
 log = logging.getLogger(__name__)
 
@@ -331,10 +331,9 @@ class Oracle:
 
     def yes_probability_batch(self, queries: Sequence[Query], diff: bool = False, batch_size: int = 32) -> list[float]:
         """P(yes) / (P(yes) + P(no)) of the oracle's first answer token for each query, each side summed over
-        its spellings (:func:`oracle.core.yes_no.yes_share`)."""
-        for q in queries:
-            check_yes_no_question(q.question)
-        return yes_share(self.first_token_logprobs(queries, diff=diff, batch_size=batch_size), self.lm.tokenizer).tolist()
+        its spellings (:func:`oracle.core.yes_no.yes_share`), each question asked as taught
+        (:func:`oracle.core.yes_no.as_taught`)."""
+        return yes_share(self.first_token_logprobs(taught_queries(queries), diff=diff, batch_size=batch_size), self.lm.tokenizer).tolist()
 
     def yes_probability(self, source: Union[str, torch.Tensor], question: str, layer: Optional[Union[LayerSpec, Layer]] = None,
                         positions: PositionsSpec = LAST, diff: bool = False,

@@ -38,6 +38,9 @@ _AUXILIARIES = ("is", "are", "was", "were", "am", "do", "does", "did", "can", "c
                 "should", "has", "have", "had", "may", "might", "must")
 
 
+#: the answer-format instruction every yes/no training question starts with (``oracle.training.tasks``)
+YES_NO_PREFIX = "Answer with 'Yes' or 'No' only. "
+_INSTRUCTION = re.compile(r"^answer with '?yes'? or '?no'?( only)?\.\s*", flags=re.I)
 _YES_NO_CLAUSE = re.compile(r"(?:^|[,;:]\s*|[.!]\s+)(?:%s)\b" % "|".join(_AUXILIARIES), flags=re.I)
 
 
@@ -87,13 +90,33 @@ def check_yes_no_question(question: str) -> str:
         ...
         hooks.errors.InputError: 'What is this text about?' is not a yes/no question (it starts with 'What'): ask 'Is it ...?' or 'Does it ...?', or give choices
     """
-    body = re.sub(r"^answer with '?yes'? or '?no'?( only)?\.\s*", "", question.strip(), flags=re.I)
+    body = _INSTRUCTION.sub("", question.strip())
     first = (body.split() or [""])[0]
     # a clause that opens with an auxiliary: "Is it ...?", "Based on the text, is it ...?"; "...? Answer Yes or No." passes
     if not _YES_NO_CLAUSE.search(body) or "?" not in body:
         raise InputError(f"{question!r} is not a yes/no question (it starts with {first!r}): ask 'Is it ...?' or "
                          f"'Does it ...?', or give choices")
     return question
+
+
+def as_taught(question: str) -> str:
+    """``question`` in the form the oracle was taught yes/no in: after :data:`YES_NO_PREFIX` (added once).
+    Why: training asks every yes/no question that way, and an oracle asked bare often answers with another
+    word first, which leaves P(yes) / (P(yes) + P(no)) to the question's wording.
+
+    Example:
+        >>> as_taught("Is this about China?")
+        "Answer with 'Yes' or 'No' only. Is this about China?"
+        >>> as_taught(as_taught("Is this about China?")) == as_taught("Is this about China?")
+        True
+    """
+    q = question.strip()
+    return q if _INSTRUCTION.match(q) else YES_NO_PREFIX + q
+
+
+def taught_queries(queries: Sequence[Any]) -> list[Any]:
+    """The queries with their questions :func:`as_taught` (each checked to be a yes/no question first)."""
+    return [dataclasses.replace(q, question=as_taught(check_yes_no_question(q.question))) for q in queries]
 
 
 @dataclass(frozen=True)
@@ -140,9 +163,7 @@ def yes_no_scores(oracle: ReadsActivations, queries: Sequence[Any], diff: bool =
     """Score each yes/no query against ``n_controls`` control vectors (:class:`YesNo` per query)."""
     tok = oracle.lm.tokenizer   # type: ignore[attr-defined]
     yes_no_ids(tok)
-    for q in queries:
-        check_yes_no_question(q.question)
-    real = resolved_queries(oracle, queries, diff)
+    real = resolved_queries(oracle, taught_queries(queries), diff)
     p_real = yes_share(oracle.first_token_logprobs(real, diff=diff, batch_size=batch_size), tok)
     p_ctrl = [yes_share(lp, tok) for lp in control_first_token_logprobs(oracle, real, diff, n_controls, batch_size)]
     out = []

@@ -3,8 +3,9 @@ concepts no part of the training mix reads (:mod:`oracle.data.unseen_sets`), eac
 
 Per set (``n`` label-balanced items, layer ``L``, the text's first or last 16 token vectors):
 
-* **yes/no** naming the concept ("Is the person named at the end of this text a singer?"): the log-odds of
-  yes against the control vectors (:func:`oracle.core.yes_no.yes_no_scores`), AUROC over the items;
+* **yes/no** naming the concept ("Is the person named at the end of this text a singer?", asked after the
+  training's answer-format instruction, :func:`oracle.core.yes_no.as_taught`): the log-odds of yes against the
+  control vectors (:func:`oracle.core.yes_no.yes_no_scores`), AUROC over the items;
 * **choice** among the set's family of answers (five occupations, four news topics): each candidate's
   first-token log-probability (spellings summed) against the control vectors, AUROC of the concept's softmax
   share over the candidates;
@@ -40,7 +41,7 @@ from oracle.core.api import Oracle, Query
 from oracle.core.prompt import render_user_turn
 from oracle.data.chat import tokenize_text
 from oracle.data.unseen_sets import UnseenSet, check_unseen_names, unseen_items
-from oracle.core.yes_no import control_first_token_logprobs, resolved_queries, yes_no_scores, yes_share
+from oracle.core.yes_no import as_taught, control_first_token_logprobs, resolved_queries, yes_no_scores, yes_share
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +171,7 @@ def text_baseline_scores(lm, spec: UnseenSet, texts: Sequence[str], batch_size: 
         return torch.stack(rows)
 
     with active_adapter(lm.model, None):
-        yes = yes_share(next_logprobs(spec.yes_no), tok)
+        yes = yes_share(next_logprobs(as_taught(spec.yes_no)), tok)   # asked as the oracle is
         choice = family_logprobs(next_logprobs(spec.choice), tok, spec.candidates).softmax(-1)[:, 0]
         open_lp = family_logprobs(next_logprobs(spec.open), tok, [spec.concept])[:, 0]
     return {"yes_no": yes.tolist(), "choice": choice.tolist(), "open": open_lp.tolist()}

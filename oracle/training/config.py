@@ -23,6 +23,12 @@ def _opt(default, help: str, kind: Optional[type] = None):
     return field(default=default, metadata={"help": help, "kind": kind or type(default)})
 
 
+def _check_weights(flag: str, weights: dict) -> None:
+    """One line unless ``weights`` are non-negative numbers with a positive sum."""
+    if any(not isinstance(w, (int, float)) or w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
+        raise InputError(f"{flag} weights must be non-negative numbers with a positive sum, not {weights}")
+
+
 @dataclass
 class TrainConfig:
     """One oracle training job. Drives ``ao train`` and is saved in the checkpoint card.
@@ -42,6 +48,9 @@ class TrainConfig:
     skills: Optional[dict] = field(default=None, metadata={
         "help": 'reading-skill weights as JSON, e.g. {"word_at":1.0} (default: oracle.training.tasks.reading.'
                 'DEFAULT_SKILL_WEIGHTS)'})
+    verify_kinds: Optional[dict] = field(default=None, metadata={
+        "help": 'verification-kind weights as JSON, e.g. {"word":1.0}: the word check alone teaches the yes/no form '
+                'first (default: oracle.training.tasks.verify.KIND_WEIGHTS)'})
     open_class_frac: float = _opt(0.5, "share of classification examples asking the open question (\"Which tense is "
                                        "this sentence in?\", answered with the class name) instead of a yes/no one")
     negated_question_frac: float = _opt(0.25, "share of the yes/no classification questions that are negated (\"Is this "
@@ -79,7 +88,7 @@ class TrainConfig:
     onpolicy: int = _opt(512, "chats the base model writes (once, cached) when no cache is given and the mix has "
                               "context_prediction")
     calibration_n: int = _opt(32, "items per reading-skill row for the calibration fitted after training "
-                                  "(calibration.json; 0: skip; `ao calibrate` refits it)")
+                                  "(calibration.json; 0 or --no-eval: skip; `ao calibrate` fits it later)")
     init_from: Optional[str] = _opt(None, "continue training from this oracle folder's adapter and input scaling (a "
                                           "new optimizer and schedule; its injection settings must match)", str)
     time_budget_s: Optional[float] = _opt(None, "fit the training into this many seconds (steps cut after a speed probe)",
@@ -116,8 +125,7 @@ class TrainConfig:
         bad = sorted(set(self.mix) - set(FAMILIES))
         if bad:
             raise InputError(f"--mix names unknown task famil(ies) {bad}: use {', '.join(FAMILIES)}")
-        if any(not isinstance(w, (int, float)) or w < 0 for w in self.mix.values()) or sum(self.mix.values()) <= 0:
-            raise InputError(f"--mix weights must be non-negative numbers with a positive sum, not {self.mix}")
+        _check_weights("--mix", self.mix)
         if self.activations == "store" and self.mix.get("context_diff", 0) > 0:
             raise InputError("the context_diff family reads differences of two passes, which the store does not hold: "
                              "add --activations on_the_fly")
@@ -128,9 +136,15 @@ class TrainConfig:
             held = [k for k in self.skills if not SKILLS[k].trained]
             if held:
                 raise InputError(f"--skills names {held}, held out from training: drop it")
-            if any(not isinstance(w, (int, float)) or w < 0 for w in self.skills.values()) or \
-                    sum(self.skills.values()) <= 0:
-                raise InputError(f"--skills weights must be non-negative numbers with a positive sum, not {self.skills}")
+            _check_weights("--skills", self.skills)
+
+        if self.verify_kinds is not None:
+            from oracle.training.tasks.verify import KIND_WEIGHTS
+
+            bad = sorted(set(self.verify_kinds) - set(KIND_WEIGHTS))
+            if bad:
+                raise InputError(f"--verify-kinds names unknown kind(s) {bad}: use {', '.join(KIND_WEIGHTS)}")
+            _check_weights("--verify-kinds", self.verify_kinds)
 
     @property
     def total_steps(self) -> int:
@@ -150,6 +164,7 @@ class TrainConfig:
         """
         fields = {k: getattr(self, k) for k in ("model", "n_examples", "mix", "open_class_frac", "negated_question_frac",
                                                 *(("skills",) if self.skills else ()),
+                                                *(("verify_kinds",) if self.verify_kinds else ()),
                                                 "max_context_tokens", "seed", "onpolicy", "onpolicy_chats")}
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
 

@@ -56,7 +56,8 @@ def build_examples(config: TrainConfig, lm: LoadedModel, split: str = "train", n
                               data_dir=config.data_dir, weights=dict(config.mix), onpolicy_chats=chats, split=split,
                               options={"classification": {"open_frac": config.open_class_frac,
                                                           "negated_frac": config.negated_question_frac},
-                                       **({"reading": {"skills": dict(config.skills)}} if config.skills else {})})
+                                       **({"reading": {"skills": dict(config.skills)}} if config.skills else {}),
+                                       **({"verify": {"kinds": dict(config.verify_kinds)}} if config.verify_kinds else {})})
 
 
 def capture_example_store(lm: LoadedModel, examples: Sequence[OracleExample], path: Path, batch_size: int = 32,

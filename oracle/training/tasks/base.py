@@ -16,6 +16,7 @@ from typing import Any, Iterable, Optional, Protocol
 from hooks.atomic import atomic_write_text
 from hooks.errors import InputError
 from hooks.layers import source_layers
+from oracle.core.yes_no import YES_NO_PREFIX   # noqa: F401  (re-exported: the task builders ask yes/no this way)
 from oracle.data.files import PathLike
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,6 @@ LAST_MAX = f"last:{MAX_POSITIONS}"
 #: the name a mode had when seeds were first drawn from it (kept in the seed, so every drawn item stays the same)
 SEED_NAMES = {LAST_MAX: "full"}
 YES, NO = "Yes", "No"
-#: the prefix of every yes/no training question
-YES_NO_PREFIX = "Answer with 'Yes' or 'No' only. "
 
 
 @dataclass
