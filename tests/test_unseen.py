@@ -37,8 +37,9 @@ def _logprobs(p_yes: float) -> torch.Tensor:
 class StubOracle:
     """Real vectors carry P(yes) in their first entry; control vectors (zeros) give P(yes) = 0.2."""
 
-    def __init__(self) -> None:
+    def __init__(self, chat_style: str = "strip_system") -> None:
         self.lm = SimpleNamespace(tokenizer=WordTokenizer(), adapters={})
+        self.card = SimpleNamespace(chat_style=chat_style)
 
     def query_vectors(self, queries, diff=False):
         return [q.source for q in queries], [3] * len(queries)
@@ -76,6 +77,9 @@ def test_the_scorer_asks_every_question_as_taught():
     yes_no_scores(Recording(), qs)
     assert asked and all(q.startswith(YES_NO_PREFIX) and q.count("Answer with") == 1 for q in asked)
     assert {q[len(YES_NO_PREFIX):] for q in asked} == {"Is it red?", "Is it blue?"}
+    asked.clear()   # a published Activation Oracle was taught its own questions: asked as written
+    yes_no_scores(Recording(chat_style="published"), qs[:1])
+    assert asked and set(asked) == {"Is it red?"}
 
 
 @pytest.mark.parametrize("question", ["What is this text about?", "Name the topic.", "Is this about China",

@@ -331,9 +331,9 @@ class Oracle:
 
     def yes_probability_batch(self, queries: Sequence[Query], diff: bool = False, batch_size: int = 32) -> list[float]:
         """P(yes) / (P(yes) + P(no)) of the oracle's first answer token for each query, each side summed over
-        its spellings (:func:`oracle.core.yes_no.yes_share`), each question asked as taught
+        its spellings (:func:`oracle.core.yes_no.yes_share`), each question asked as this oracle was taught
         (:func:`oracle.core.yes_no.as_taught`)."""
-        return yes_share(self.first_token_logprobs(taught_queries(queries), diff=diff, batch_size=batch_size), self.lm.tokenizer).tolist()
+        return yes_share(self.first_token_logprobs(taught_queries(self, queries), diff=diff, batch_size=batch_size), self.lm.tokenizer).tolist()
 
     def yes_probability(self, source: Union[str, torch.Tensor], question: str, layer: Optional[Union[LayerSpec, Layer]] = None,
                         positions: PositionsSpec = LAST, diff: bool = False,

@@ -63,6 +63,7 @@ class ReadsActivations(Protocol):
     """What this module needs of an oracle (:class:`oracle.core.api.Oracle` has it); queries are ``api.Query``."""
 
     lm: Any
+    card: Any   # an oracle.core.card.OracleCard: its chat_style says how yes/no questions were taught
 
     def query_vectors(self, queries: Sequence[Any], diff: bool = False) -> tuple[list[torch.Tensor], list[int]]: ...
 

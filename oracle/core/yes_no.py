@@ -30,6 +30,7 @@ from hooks.errors import InputError
 from hooks.positions import LAST
 
 from oracle.core.confidence import N_CONTROLS, ReadsActivations, control_vectors, js_bits
+from oracle.core.published import AO_CHAT_STYLE
 
 YES_WORDS = ("Yes", " Yes", "yes", " yes", "YES", " YES")
 NO_WORDS = ("No", " No", "no", " no", "NO", " NO")
@@ -99,24 +100,35 @@ def check_yes_no_question(question: str) -> str:
     return question
 
 
-def as_taught(question: str) -> str:
-    """``question`` in the form the oracle was taught yes/no in: after :data:`YES_NO_PREFIX` (added once).
-    Why: training asks every yes/no question that way, and an oracle asked bare often answers with another
-    word first, which leaves P(yes) / (P(yes) + P(no)) to the question's wording.
+def yes_no_instruction(card: Any) -> str:
+    """The instruction the oracle of ``card`` was taught yes/no questions with: :data:`YES_NO_PREFIX` for this
+    project's oracles (every task builder starts its yes/no questions with it), none for the published Activation
+    Oracles (``chat_style`` "published"), which were taught their own questions and are asked as written."""
+    return "" if card.chat_style == AO_CHAT_STYLE else YES_NO_PREFIX
+
+
+def as_taught(question: str, instruction: str = YES_NO_PREFIX) -> str:
+    """``question`` in the form the oracle was taught yes/no in: after ``instruction`` (added once; none for a
+    published oracle, :func:`yes_no_instruction`). Why: an oracle asked in another form than it was taught often
+    answers with another word first, which leaves P(yes) / (P(yes) + P(no)) to the question's wording.
 
     Example:
         >>> as_taught("Is this about China?")
         "Answer with 'Yes' or 'No' only. Is this about China?"
         >>> as_taught(as_taught("Is this about China?")) == as_taught("Is this about China?")
         True
+        >>> as_taught("Is this about China?", instruction="")
+        'Is this about China?'
     """
     q = question.strip()
-    return q if _INSTRUCTION.match(q) else YES_NO_PREFIX + q
+    return q if not instruction or _INSTRUCTION.match(q) else instruction + q
 
 
-def taught_queries(queries: Sequence[Any]) -> list[Any]:
-    """The queries with their questions :func:`as_taught` (each checked to be a yes/no question first)."""
-    return [dataclasses.replace(q, question=as_taught(check_yes_no_question(q.question))) for q in queries]
+def taught_queries(oracle: ReadsActivations, queries: Sequence[Any]) -> list[Any]:
+    """The queries with their questions :func:`as_taught` for ``oracle`` (each checked to be a yes/no question)."""
+    instruction = yes_no_instruction(oracle.card)
+    return [dataclasses.replace(q, question=as_taught(check_yes_no_question(q.question), instruction))
+            for q in queries]
 
 
 @dataclass(frozen=True)
@@ -163,7 +175,7 @@ def yes_no_scores(oracle: ReadsActivations, queries: Sequence[Any], diff: bool =
     """Score each yes/no query against ``n_controls`` control vectors (:class:`YesNo` per query)."""
     tok = oracle.lm.tokenizer   # type: ignore[attr-defined]
     yes_no_ids(tok)
-    real = resolved_queries(oracle, taught_queries(queries), diff)
+    real = resolved_queries(oracle, taught_queries(oracle, queries), diff)
     p_real = yes_share(oracle.first_token_logprobs(real, diff=diff, batch_size=batch_size), tok)
     p_ctrl = [yes_share(lp, tok) for lp in control_first_token_logprobs(oracle, real, diff, n_controls, batch_size)]
     out = []

@@ -41,7 +41,8 @@ from oracle.core.api import Oracle, Query
 from oracle.core.prompt import render_user_turn
 from oracle.data.chat import tokenize_text
 from oracle.data.unseen_sets import UnseenSet, check_unseen_names, unseen_items
-from oracle.core.yes_no import as_taught, control_first_token_logprobs, resolved_queries, yes_no_scores, yes_share
+from oracle.core.yes_no import (YES_NO_PREFIX, as_taught, control_first_token_logprobs, resolved_queries,
+                                 yes_no_instruction, yes_no_scores, yes_share)
 
 log = logging.getLogger(__name__)
 
@@ -151,9 +152,10 @@ def oracle_scores(oracle: Oracle, spec: UnseenSet, vecs: Sequence[torch.Tensor],
 
 
 @torch.no_grad()
-def text_baseline_scores(lm, spec: UnseenSet, texts: Sequence[str], batch_size: int = 16) -> dict[str, list[float]]:
+def text_baseline_scores(lm, spec: UnseenSet, texts: Sequence[str], batch_size: int = 16,
+                         instruction: str = YES_NO_PREFIX) -> dict[str, list[float]]:
     """The base model (no adapter) asked the same three questions with the plain text in its prompt, scored
-    like the oracle's answers (first answer token)."""
+    like the oracle's answers (first answer token; the yes/no question after the oracle's ``instruction``)."""
     from hooks.models import active_adapter
 
     tok = lm.tokenizer
@@ -171,7 +173,7 @@ def text_baseline_scores(lm, spec: UnseenSet, texts: Sequence[str], batch_size: 
         return torch.stack(rows)
 
     with active_adapter(lm.model, None):
-        yes = yes_share(next_logprobs(as_taught(spec.yes_no)), tok)   # asked as the oracle is
+        yes = yes_share(next_logprobs(as_taught(spec.yes_no, instruction)), tok)
         choice = family_logprobs(next_logprobs(spec.choice), tok, spec.candidates).softmax(-1)[:, 0]
         open_lp = family_logprobs(next_logprobs(spec.open), tok, [spec.concept])[:, 0]
     return {"yes_no": yes.tolist(), "choice": choice.tolist(), "open": open_lp.tolist()}
@@ -224,7 +226,7 @@ def run_unseen(oracle: Oracle, cfg: UnseenConfig, progress: bool = False) -> dic
             r[name]["sensitivity"] = round(float(np.mean(scores["sensitivity"])), 4)
         r["probe"] = probe_aurocs(untrained, cfg, spec, layer, vecs, labels)
         if cfg.text_baseline:
-            tb = text_baseline_scores(oracle.lm, spec, texts)
+            tb = text_baseline_scores(oracle.lm, spec, texts, instruction=yes_no_instruction(oracle.card))
             r["text"] = {f: _auroc(labels, tb[f]) for f in FORMS}
         results["sets"][spec.name] = r
         log.info("unseen %s: %s", spec.name, {k: r[k] for k in ("untrained", "trained", "probe")})
