@@ -150,27 +150,32 @@ PANELS = {
 }
 
 
-def plot(results: dict, path: Path) -> None:
+TITLE = "verification mixed into the reading skills: small-budget continuation of the shipped oracle"
+
+
+def plot(results: dict, path: Path, panels: dict = PANELS, title: str = TITLE, cols: int = 3,
+         offset=lambda r: 0) -> None:
+    """One panel per check (``panels``: title -> getter of an eval dict); ``offset(arm result)``: the steps an arm
+    started after (a second phase is drawn after the first; ``verify-phased`` reuses this)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7))
-    for ax, (title, get) in zip(axes.flat, PANELS.items()):
+    fig, axes = plt.subplots(2, cols, figsize=(13 if cols == 3 else 17, 7 if cols == 3 else 7.5))
+    for ax, (name, get) in zip(axes.flat, panels.items()):
         for arm, r in results.items():
             if arm == "untrained":
                 ax.axhline(get(r), color="grey", ls="--", lw=1, label="untrained")
                 continue
-            ax.plot([c["step"] for c in r["curve"]], [get(c["eval"]) for c in r["curve"]], "o-", label=arm)
-        ax.set_title(title, fontsize=9)
+            ax.plot([offset(r) + c["step"] for c in r["curve"]], [get(c["eval"]) for c in r["curve"]], "o-", label=arm)
+        ax.set_title(name, fontsize=9)
         ax.set_xlabel("steps after the shipped oracle")
         ax.set_ylim(0, 1)
     axes.flat[0].legend(fontsize=8)
-    fig.suptitle("verification mixed into the reading skills: small-budget continuation of the shipped oracle")
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-
 
 if __name__ == "__main__":
     raise SystemExit(main())

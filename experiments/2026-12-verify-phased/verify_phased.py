@@ -139,41 +139,22 @@ PANELS = {
 }
 
 
-def _value(ev: dict, key: str) -> float:
+def _getter(key: str):
+    """The value of one check in an eval dict: a suite row, the mean of a prefix's sets, or one set."""
     if key.startswith("suite:"):
-        return ev["suite"][key[6:]]
+        return lambda ev: ev["suite"][key[6:]]
     if key.endswith("/"):
-        vals = [v for k, v in ev.items() if k.startswith(key)]
-        return sum(vals) / len(vals)
-    return ev[key]
+        return lambda ev: sum(v for k, v in ev.items() if k.startswith(key)) / sum(k.startswith(key) for k in ev)
+    return lambda ev: ev[key]
 
 
 def plot(results: dict, path: Path) -> None:
-    """One panel per check; a second phase is drawn after the steps of the phase it started from."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """The earlier experiment's figure with these panels; a second phase is drawn after the phase it started from."""
     steps_of = {str((REPO / "runs" / "verify_phased" / k).relative_to(REPO)): v["steps"]
                 for k, v in results.items() if k != "untrained"}
-    fig, axes = plt.subplots(2, 4, figsize=(17, 7.5))
-    for ax, (title, key) in zip(axes.flat, PANELS.items()):
-        for arm, r in results.items():
-            if arm == "untrained":
-                ax.axhline(_value(r, key), color="grey", ls="--", lw=1, label="untrained")
-                continue
-            offset = steps_of.get(r["init"], 0)
-            ax.plot([offset + c["step"] for c in r["curve"]], [_value(c["eval"], key) for c in r["curve"]], "o-",
-                    label=arm, ms=3)
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel("steps after the shipped oracle")
-        ax.set_ylim(0, 1.02)
-    axes.flat[0].legend(fontsize=7)
-    fig.suptitle("yes/no taught from the strongest feature first (word check), then the reading skills mixed back in")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-
+    curves.plot(results, path, panels={t: _getter(k) for t, k in PANELS.items()}, cols=4,
+                title="yes/no taught from the strongest feature first (word check), then the reading skills mixed back in",
+                offset=lambda r: steps_of.get(r["init"], 0))
 
 if __name__ == "__main__":
     raise SystemExit(main())
